@@ -1,0 +1,240 @@
+//! Expansion of `#[sync_function]`.
+//!
+//! Emits, next to the untouched function:
+//! - a same-named braced struct (type namespace) that names the operator;
+//! - `impl Operator` (types, static description, context checks);
+//! - `impl<P> Step<Payload, P>`, its header spanned at the payload type so
+//!   that a flow mismatch points there too;
+//! - an `inventory` registration.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Lit, Meta};
+
+use crate::attr::Args;
+use crate::ctxt::Ctxt;
+use crate::paths::{respan, syncflow_path};
+use crate::sig::{self, LooseFn, Shape};
+
+pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: LooseFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(err) => {
+            let err = syn::Error::new(
+                err.span(),
+                format!("{err}; #[sync_function] goes on a function: `fn name(payload: T) -> U {{ ... }}`"),
+            )
+            .to_compile_error();
+            return quote!(#err #item);
+        }
+    };
+    let cx = Ctxt::new();
+    let args = Args::parse(&cx, args);
+    let sig = sig::analyse(&cx, &func.sig);
+    let generated = match (cx.check(), sig) {
+        (Ok(()), Some(sig)) => generate(&args, &func, &sig),
+        (Err(err), _) => err.to_compile_error(),
+        (Ok(()), None) => TokenStream::new(),
+    };
+    // The function itself is re-emitted exactly as written.
+    quote!(#item #generated)
+}
+
+fn doc_of(func: &LooseFn) -> String {
+    let mut lines = Vec::new();
+    for attr in &func.attrs {
+        if let Meta::NameValue(nv) = &attr.meta
+            && nv.path.is_ident("doc")
+            && let Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) = &nv.value
+        {
+            let v = s.value();
+            lines.push(v.strip_prefix(' ').unwrap_or(&v).trim_end().to_string());
+        }
+    }
+    lines.join("\n").trim().to_string()
+}
+
+fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
+    let krate = syncflow_path(args.krate.clone());
+    let p = quote!(#krate::__private);
+    let vis = &func.vis;
+    let ident = sig.ident;
+    let fn_name = ident.to_string().trim_start_matches("r#").to_string();
+    let name = args
+        .name
+        .as_ref()
+        .map(|n| n.value())
+        .unwrap_or_else(|| fn_name.clone());
+    let doc = doc_of(func);
+    let payload = sig.payload;
+    let ret = sig.ret;
+    let is_async = sig.is_async;
+    let shape = format_ident!("{}", sig.shape.variant());
+
+    // Internal names: made once with mixed-site hygiene, then interpolated.
+    let mixed = Span::mixed_site();
+    let lt = syn::Lifetime::new("'__syncflow_a", mixed);
+    let label = syn::Lifetime::new("'__syncflow_b", mixed);
+    let cx_id = syn::Ident::new("__syncflow_cx", mixed);
+    let input_id = syn::Ident::new("__syncflow_input", mixed);
+    let res_id = syn::Ident::new("__syncflow_resources", mixed);
+    let problems_id = syn::Ident::new("__syncflow_problems", mixed);
+    let prev = syn::Ident::new("__SyncflowPrev", mixed);
+
+    let (output_ty, items_ty, error_ty, convert) = match sig.shape {
+        Shape::Map => (
+            quote!(#ret),
+            quote!(::core::option::Option<#ret>),
+            quote!(#p::Never),
+            quote!(#p::out_map),
+        ),
+        Shape::Filter => {
+            let out = quote!(<#ret as #p::OptionLike>::Item);
+            (
+                out.clone(),
+                quote!(::core::option::Option<#out>),
+                quote!(#p::Never),
+                quote!(#p::out_filter),
+            )
+        }
+        Shape::Fallible => {
+            let out = quote!(<#ret as #p::ResultLike>::Ok);
+            (
+                out.clone(),
+                quote!(::core::option::Option<#out>),
+                quote!(<#ret as #p::ResultLike>::Err),
+                quote!(#p::out_fallible),
+            )
+        }
+        Shape::FallibleFilter => {
+            let out = quote!(<<#ret as #p::ResultLike>::Ok as #p::OptionLike>::Item);
+            (
+                out.clone(),
+                quote!(::core::option::Option<#out>),
+                quote!(<#ret as #p::ResultLike>::Err),
+                quote!(#p::out_fallible_filter),
+            )
+        }
+        Shape::FanOut => (
+            quote!(<#ret as ::core::iter::IntoIterator>::Item),
+            quote!(#ret),
+            quote!(#p::Never),
+            quote!(#p::out_fan_out),
+        ),
+        Shape::FallibleFanOut => (
+            quote!(<<#ret as #p::ResultLike>::Ok as ::core::iter::IntoIterator>::Item),
+            quote!(<#ret as #p::ResultLike>::Ok),
+            quote!(<#ret as #p::ResultLike>::Err),
+            quote!(#p::out_fallible_fan_out),
+        ),
+    };
+
+    // Context parameters: each extracted with its own spanned check.
+    let arg_ids: Vec<_> = (0..sig.extras.len())
+        .map(|i| syn::Ident::new(&format!("__syncflow_arg{i}"), mixed))
+        .collect();
+    let extract = |early_exit: TokenStream| -> Vec<TokenStream> {
+        sig.extras
+            .iter()
+            .zip(&arg_ids)
+            .map(|(ty, id)| {
+                let from = quote_spanned!(ty.span()=> <#ty as #p::FromContext<'_>>::from_context);
+                quote! {
+                    let #id = match #from(#cx_id) {
+                        ::core::result::Result::Ok(v) => v,
+                        ::core::result::Result::Err(e) => #early_exit(::core::result::Result::Err(#p::Failure::Context(e))),
+                    };
+                }
+            })
+            .collect()
+    };
+    let checks = sig.extras.iter().map(|ty| {
+        quote_spanned!(ty.span()=> <#ty as #p::FromContext<'_>>::check(#res_id, #problems_id, #name);)
+    });
+
+    let body = if is_async {
+        let ex = extract(quote!(return));
+        quote! {
+            async move {
+                #(#ex)*
+                #convert(#ident(#input_id #(, #arg_ids)*).await)
+            }
+        }
+    } else {
+        let ex = extract(quote!(break #label));
+        quote! {
+            ::core::future::ready(#label: {
+                #(#ex)*
+                #convert(#ident(#input_id #(, #arg_ids)*))
+            })
+        }
+    };
+
+    let file = quote_spanned!(ident.span()=> ::core::file!());
+    let line = quote_spanned!(ident.span()=> ::core::line!());
+    let step_header = respan(
+        quote!(impl<#prev> #p::Step<#payload, #prev> for #ident),
+        payload.span(),
+    );
+    // The impl's header and braces carry the payload type's span, so that
+    // rustc's "but trait `Step<X>` is implemented" help underlines it.
+    let step_body = quote! {
+                type Items = #items_ty;
+                type Error = #error_ty;
+                #[inline]
+                fn call<#lt>(
+                    &#lt self,
+                    #cx_id: &#lt #p::Context,
+                    #input_id: #payload,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<Self::Items, #p::Failure<Self::Error>>,
+                > + ::core::marker::Send + #lt {
+            let _ = #cx_id;
+            #body
+        }
+    };
+    let mut step_braces = proc_macro2::Group::new(proc_macro2::Delimiter::Brace, step_body);
+    step_braces.set_span(payload.span());
+    let step_impl = quote!(#step_header #step_braces);
+    let struct_doc = format!(
+        "The operator of the sync function [`{fn_name}`](fn@{fn_name}), registered as `{name}`."
+    );
+
+    quote! {
+        #[doc = #struct_doc]
+        #[allow(non_camel_case_types, dead_code)]
+        #vis struct #ident {}
+
+        const _: () = {
+            impl #p::Operator for #ident {
+                type Input = #payload;
+                type Output = #output_ty;
+                const INFO: &'static #p::StepInfo = &#p::StepInfo {
+                    name: #name,
+                    fn_name: #fn_name,
+                    module: ::core::module_path!(),
+                    doc: #doc,
+                    file: #file,
+                    line: #line,
+                    is_async: #is_async,
+                    shape: #p::Shape::#shape,
+                    input: ::core::any::type_name::<#payload>,
+                    output: ::core::any::type_name::<#output_ty>,
+                };
+                fn check(#res_id: &#p::Resources, #problems_id: &mut #p::Vec<#p::String>) {
+                    #(#checks)*
+                    let _ = (#res_id, #problems_id);
+                }
+            }
+
+            #step_impl
+
+            #p::inventory::submit! {
+                #p::Registration { info: <#ident as #p::Operator>::INFO }
+            }
+        };
+    }
+}

@@ -1,0 +1,259 @@
+//! Expansion of `flow!(a -> b -> c)`.
+//!
+//! `syncflow::flow!` is a `macro_rules!` that forwards `$crate` here, so the
+//! input is `$crate ; [name = "...",] step -> step -> ...`.
+//!
+//! The output is a block that defines a hidden struct holding the steps,
+//! implements `FlowDef` for it with one `process` function calling every
+//! step in order as nested loops, and wraps it in `Flow::new`. Step `k` is
+//! called as `<S_k as Step<<S_{k-1} as Operator>::Output, S_{k-1}>>::call`,
+//! spanned at the step's name in the macro input, so a type mismatch is one
+//! error pointing at the step that does not fit.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{LitStr, Path, Token};
+
+use crate::paths::relocate;
+
+struct FlowInput {
+    krate: TokenStream,
+    name: Option<LitStr>,
+    steps: Vec<Path>,
+}
+
+impl Parse for FlowInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        // `$crate` arrives as one ident-like token tree, followed by `;`.
+        let mut krate = TokenStream::new();
+        while !input.peek(Token![;]) {
+            let tt: proc_macro2::TokenTree = input.parse()?;
+            krate.extend([tt]);
+        }
+        input.parse::<Token![;]>()?;
+
+        let mut name = None;
+        if input.peek(syn::Ident) && input.peek2(Token![=]) {
+            let key: syn::Ident = input.parse()?;
+            if key != "name" {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!(
+                        "unknown flow argument `{key}`; flow! takes an optional `name = \"...\"` before the steps: `flow!(name = \"orders\", parse -> validate)`"
+                    ),
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            let lit: LitStr = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "the flow name is a string literal: `name = \"orders\"`",
+                )
+            })?;
+            if lit.value().trim().is_empty() {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    "the flow name must not be empty",
+                ));
+            }
+            name = Some(lit);
+            if !input.peek(Token![,]) {
+                return Err(input.error("expected `,` between the flow name and the steps: `flow!(name = \"orders\", parse -> validate)`"));
+            }
+            input.parse::<Token![,]>()?;
+        }
+
+        if input.is_empty() {
+            return Err(input.error("flow! needs at least one step: `flow!(parse -> validate -> to_row)`, each step a function annotated with #[sync_function]"));
+        }
+        let mut steps = vec![parse_step(input)?];
+        while !input.is_empty() {
+            if input.peek(Token![->]) {
+                input.parse::<Token![->]>()?;
+                if input.is_empty() {
+                    return Err(input.error("expected a step after `->`; remove the trailing `->`"));
+                }
+                steps.push(parse_step(input)?);
+            } else {
+                return Err(input
+                    .error("steps of a flow are separated by `->`: `flow!(parse -> validate)`"));
+            }
+        }
+        Ok(FlowInput { krate, name, steps })
+    }
+}
+
+fn parse_step(input: ParseStream) -> syn::Result<Path> {
+    let path: Path = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected the name of a #[sync_function] (a path such as `parse` or `orders::parse`)",
+        )
+    })?;
+    if let Some(seg) = path.segments.iter().find(|s| !s.arguments.is_none()) {
+        return Err(syn::Error::new(
+            seg.arguments.span(),
+            "a flow step is named without arguments: sync functions are not generic",
+        ));
+    }
+    Ok(path)
+}
+
+pub fn expand(tokens: TokenStream) -> TokenStream {
+    match syn::parse2::<FlowInput>(tokens) {
+        Ok(input) => generate(input),
+        Err(err) => err.to_compile_error(),
+    }
+}
+
+fn generate(input: FlowInput) -> TokenStream {
+    let FlowInput { krate, name, steps } = input;
+    let p = quote!(#krate::__private);
+    let mixed = Span::mixed_site();
+    let n = steps.len();
+
+    let name = name.map(|n| n.value()).unwrap_or_else(|| {
+        steps
+            .iter()
+            .map(|s| {
+                s.segments
+                    .last()
+                    .map(|l| l.ident.to_string())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("->")
+    });
+
+    let flow_ty = syn::Ident::new("__SyncflowFlow", mixed);
+    let aliases: Vec<_> = (0..n)
+        .map(|i| format_ident!("__SyncflowStep{}", i, span = mixed))
+        .collect();
+    let fields: Vec<_> = (0..n)
+        .map(|i| format_ident!("__step{}", i, span = mixed))
+        .collect();
+    let self_id = syn::Ident::new("self", mixed);
+    let cx = syn::Ident::new("__syncflow_cx", mixed);
+    let monitor = syn::Ident::new("__syncflow_monitor", mixed);
+    let out = syn::Ident::new("__syncflow_out", mixed);
+    let input_id = syn::Ident::new("__syncflow_input", mixed);
+    let res = syn::Ident::new("__syncflow_resources", mixed);
+    let problems = syn::Ident::new("__syncflow_problems", mixed);
+    let lt = syn::Lifetime::new("'__syncflow_a", mixed);
+
+    // Each user path appears once, in a type alias spanned at it: an
+    // unannotated function then yields one error, not one per use.
+    let alias_defs = steps.iter().zip(&aliases).map(|(path, alias)| {
+        quote_spanned!(path.span()=> #[allow(non_camel_case_types)] type #alias = #path;)
+    });
+
+    let first = &aliases[0];
+    let last = &aliases[n - 1];
+
+    // Build the nested loops from the innermost (emit) outwards.
+    let item = |k: usize| format_ident!("__syncflow_item{}", k, span = mixed);
+    let mut body = {
+        let x = item(n);
+        quote!(#out.emit(#x);)
+    };
+    for k in (0..n).rev() {
+        let alias = &aliases[k];
+        let field = &fields[k];
+        let path = &steps[k];
+        let x_in = if k == 0 { input_id.clone() } else { item(k) };
+        let x_out = item(k + 1);
+        let step_ref = format_ident!("__syncflow_step{}", k, span = mixed);
+        let timer = format_ident!("__syncflow_timer{}", k, span = mixed);
+        let result = format_ident!("__syncflow_result{}", k, span = mixed);
+        let count = format_ident!("__syncflow_count{}", k, span = mixed);
+        let err = format_ident!("__syncflow_err{}", k, span = mixed);
+        let (input_ty, prev) = if k == 0 {
+            (
+                quote!(<#first as #p::Operator>::Input),
+                quote!(#p::FlowInput),
+            )
+        } else {
+            let prev = &aliases[k - 1];
+            (quote!(<#prev as #p::Operator>::Output), quote!(#prev))
+        };
+        // The one place where the step's input is checked: spanned at the step.
+        let call = relocate(
+            quote!(<#alias as #p::Step<#input_ty, #prev>>::call(&#self_id.#field, #cx, #x_in)),
+            path.span(),
+        );
+        let index = k;
+        body = quote! {
+            let #step_ref = #p::StepRef { index: #index, info: <#alias as #p::Operator>::INFO };
+            let #timer = #p::Monitor::enter(#monitor, #step_ref);
+            let #result = #call.await;
+            #p::Monitor::exit(#monitor, #step_ref, #timer);
+            match #result {
+                ::core::result::Result::Ok(items) => {
+                    let mut #count: usize = 0;
+                    for #x_out in items {
+                        #count += 1;
+                        #body
+                    }
+                    #p::Monitor::emitted(#monitor, #step_ref, #count);
+                }
+                ::core::result::Result::Err(#err) => {
+                    #p::Monitor::failed(#monitor, #step_ref, &#err);
+                    #p::Emit::fail(#out, #p::StepFailure { step: #step_ref, error: &#err });
+                }
+            }
+        };
+    }
+
+    let infos = aliases.iter().map(|a| quote!(<#a as #p::Operator>::INFO));
+    let checks = aliases
+        .iter()
+        .map(|a| quote!(<#a as #p::Operator>::check(#res, #problems);));
+    let inits = aliases.iter().zip(&fields).map(|(a, f)| quote!(#f: #a {}));
+
+    quote! {{
+        #(#alias_defs)*
+
+        struct #flow_ty {
+            #(#fields: #aliases,)*
+        }
+
+        impl #p::FlowDef for #flow_ty {
+            type Input = <#first as #p::Operator>::Input;
+            type Output = <#last as #p::Operator>::Output;
+
+            fn name(&self) -> &'static str {
+                #name
+            }
+
+            fn steps(&self) -> &'static [&'static #p::StepInfo] {
+                const STEPS: &[&#p::StepInfo] = &[#(#infos),*];
+                STEPS
+            }
+
+            fn check(&self, #res: &#p::Resources, #problems: &mut #p::Vec<#p::String>) {
+                #(#checks)*
+            }
+
+            #[allow(unused_mut, for_loops_over_fallibles, clippy::let_unit_value, clippy::unit_arg)]
+            fn process<#lt, M, E>(
+                &#lt #self_id,
+                #cx: &#lt #p::Context,
+                #monitor: &#lt mut M,
+                #input_id: Self::Input,
+                #out: &#lt mut E,
+            ) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send + #lt
+            where
+                M: #p::Monitor,
+                E: #p::Emit<Self::Output> + ::core::marker::Send,
+            {
+                async move {
+                    #body
+                }
+            }
+        }
+
+        #p::Flow::new(#flow_ty { #(#inits),* })
+    }}
+}

@@ -1,0 +1,326 @@
+//! Monitoring: one [`Monitor`] watches every step of a flow.
+//!
+//! `flow!` calls the monitor's hooks around each step; the hooks are generic
+//! (no `dyn`), so a flow with [`NoMonitor`] compiles to the bare calls. The
+//! default monitor, [`Metrics`], counts messages in / out / filtered / failed
+//! per step in plain per-worker integers, samples latency on one call in
+//! [`Metrics::SAMPLE_EVERY`], and publishes to shared atomics once per batch.
+//! A user's own monitor is written once and attached to every step with
+//! `Flow::with_monitor`; it runs next to the default one.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::function::StepInfo;
+
+/// Which step of which flow a hook is about.
+#[derive(Debug, Clone, Copy)]
+pub struct StepRef {
+    /// Position of the step in the flow, from 0.
+    pub index: usize,
+    /// The step's static description.
+    pub info: &'static StepInfo,
+}
+
+/// Watches the steps of a flow. Write one, attach it to any flow.
+///
+/// Each worker of a running flow owns its own monitor, made with
+/// [`Monitor::fork`], so hooks take `&mut self` and need no locking.
+/// Hooks are called on the message path: keep them to a few nanoseconds,
+/// and do slow work (exporting, logging) in [`Monitor::flush`], which is
+/// called once per batch.
+pub trait Monitor: Send + 'static {
+    /// What [`Monitor::enter`] hands to [`Monitor::exit`] (e.g. a start time).
+    type Timer: Send;
+    /// Called before a step is called.
+    fn enter(&mut self, step: StepRef) -> Self::Timer;
+    /// Called when the step's call returned (successfully or not).
+    fn exit(&mut self, step: StepRef, timer: Self::Timer);
+    /// Called after a successful call with the number of messages it emitted
+    /// (0 means the message was filtered out).
+    fn emitted(&mut self, step: StepRef, items: usize);
+    /// Called when the step failed for the current message.
+    fn failed(&mut self, step: StepRef, error: &dyn fmt::Display);
+    /// Called once at the end of each batch (and when a worker stops).
+    fn flush(&mut self) {}
+    /// A monitor for one more worker of the same flow.
+    fn fork(&self) -> Self
+    where
+        Self: Sized;
+}
+
+/// The monitor that watches nothing and costs nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMonitor;
+
+impl Monitor for NoMonitor {
+    type Timer = ();
+    #[inline(always)]
+    fn enter(&mut self, _: StepRef) {}
+    #[inline(always)]
+    fn exit(&mut self, _: StepRef, _: ()) {}
+    #[inline(always)]
+    fn emitted(&mut self, _: StepRef, _: usize) {}
+    #[inline(always)]
+    fn failed(&mut self, _: StepRef, _: &dyn fmt::Display) {}
+    fn fork(&self) -> Self {
+        NoMonitor
+    }
+}
+
+/// Two monitors side by side (the default metrics and a user's monitor).
+impl<A: Monitor, B: Monitor> Monitor for (A, B) {
+    type Timer = (A::Timer, B::Timer);
+    #[inline(always)]
+    fn enter(&mut self, step: StepRef) -> Self::Timer {
+        (self.0.enter(step), self.1.enter(step))
+    }
+    #[inline(always)]
+    fn exit(&mut self, step: StepRef, timer: Self::Timer) {
+        self.0.exit(step, timer.0);
+        self.1.exit(step, timer.1);
+    }
+    #[inline(always)]
+    fn emitted(&mut self, step: StepRef, items: usize) {
+        self.0.emitted(step, items);
+        self.1.emitted(step, items);
+    }
+    #[inline(always)]
+    fn failed(&mut self, step: StepRef, error: &dyn fmt::Display) {
+        self.0.failed(step, error);
+        self.1.failed(step, error);
+    }
+    fn flush(&mut self) {
+        self.0.flush();
+        self.1.flush();
+    }
+    fn fork(&self) -> Self {
+        (self.0.fork(), self.1.fork())
+    }
+}
+
+/// Number of latency buckets: bucket `b` holds durations in `[2^(b-1), 2^b)` ns.
+const BUCKETS: usize = 40;
+
+/// Shared, per-step totals of one flow, published by every worker.
+#[derive(Debug)]
+pub struct StepTotals {
+    /// The step.
+    pub info: &'static StepInfo,
+    calls: AtomicU64,
+    out: AtomicU64,
+    filtered: AtomicU64,
+    failed: AtomicU64,
+    latency: [AtomicU64; BUCKETS],
+}
+
+/// A point-in-time copy of one step's totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStats {
+    /// Registered name of the step.
+    pub name: &'static str,
+    /// Messages the step was called with.
+    pub calls: u64,
+    /// Messages the step emitted.
+    pub out: u64,
+    /// Calls that emitted nothing (filtered out).
+    pub filtered: u64,
+    /// Calls that failed.
+    pub failed: u64,
+    /// Number of calls whose latency was sampled.
+    pub sampled: u64,
+    /// Median latency of the sampled calls, in nanoseconds (bucket upper bound).
+    pub p50_ns: u64,
+    /// 99th percentile latency of the sampled calls, in nanoseconds (bucket upper bound).
+    pub p99_ns: u64,
+}
+
+/// Per-step totals of a flow, shared by all workers; read it any time.
+#[derive(Debug)]
+pub struct FlowStats {
+    /// The flow's name.
+    pub flow: &'static str,
+    steps: Vec<StepTotals>,
+}
+
+impl FlowStats {
+    fn new(flow: &'static str, steps: &[&'static StepInfo]) -> Self {
+        FlowStats {
+            flow,
+            steps: steps
+                .iter()
+                .map(|info| StepTotals {
+                    info,
+                    calls: AtomicU64::new(0),
+                    out: AtomicU64::new(0),
+                    filtered: AtomicU64::new(0),
+                    failed: AtomicU64::new(0),
+                    latency: std::array::from_fn(|_| AtomicU64::new(0)),
+                })
+                .collect(),
+        }
+    }
+
+    /// A copy of every step's totals, in flow order.
+    pub fn snapshot(&self) -> Vec<StepStats> {
+        self.steps
+            .iter()
+            .map(|s| {
+                let hist: Vec<u64> = s.latency.iter().map(|b| b.load(Relaxed)).collect();
+                let sampled = hist.iter().sum();
+                StepStats {
+                    name: s.info.name,
+                    calls: s.calls.load(Relaxed),
+                    out: s.out.load(Relaxed),
+                    filtered: s.filtered.load(Relaxed),
+                    failed: s.failed.load(Relaxed),
+                    sampled,
+                    p50_ns: quantile(&hist, sampled, 0.50),
+                    p99_ns: quantile(&hist, sampled, 0.99),
+                }
+            })
+            .collect()
+    }
+}
+
+fn quantile(hist: &[u64], total: u64, q: f64) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (b, n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return 1u64 << b;
+        }
+    }
+    1u64 << (BUCKETS - 1)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Local {
+    calls: u64,
+    out: u64,
+    filtered: u64,
+    failed: u64,
+}
+
+/// The default monitor: per-step counters and sampled latency.
+///
+/// Counting is done in plain integers owned by the worker and published to
+/// the shared [`FlowStats`] at [`Monitor::flush`]; only one call in
+/// [`Metrics::SAMPLE_EVERY`] reads the clock.
+#[derive(Debug)]
+pub struct Metrics {
+    shared: Arc<FlowStats>,
+    local: Vec<Local>,
+    samples: Vec<[u64; BUCKETS]>,
+}
+
+impl Metrics {
+    /// One call in this many per step has its latency measured.
+    pub const SAMPLE_EVERY: u64 = 64;
+
+    /// Metrics for a flow with the given steps.
+    pub fn new(flow: &'static str, steps: &[&'static StepInfo]) -> Self {
+        Metrics {
+            shared: Arc::new(FlowStats::new(flow, steps)),
+            local: vec![Local::default(); steps.len()],
+            samples: vec![[0; BUCKETS]; steps.len()],
+        }
+    }
+
+    /// The shared totals (published at each flush).
+    pub fn stats(&self) -> Arc<FlowStats> {
+        self.shared.clone()
+    }
+}
+
+impl Monitor for Metrics {
+    type Timer = Option<Instant>;
+
+    #[inline]
+    fn enter(&mut self, step: StepRef) -> Option<Instant> {
+        let local = &mut self.local[step.index];
+        local.calls += 1;
+        if local.calls % Self::SAMPLE_EVERY == 1 {
+            Some(Instant::now())
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    fn exit(&mut self, step: StepRef, timer: Option<Instant>) {
+        if let Some(start) = timer {
+            let ns = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+            let bucket = (64 - ns.leading_zeros() as usize).min(BUCKETS - 1);
+            self.samples[step.index][bucket] += 1;
+        }
+    }
+
+    #[inline]
+    fn emitted(&mut self, step: StepRef, items: usize) {
+        let local = &mut self.local[step.index];
+        if items == 0 {
+            local.filtered += 1;
+        } else {
+            local.out += items as u64;
+        }
+    }
+
+    #[inline]
+    fn failed(&mut self, step: StepRef, _: &dyn fmt::Display) {
+        self.local[step.index].failed += 1;
+    }
+
+    fn flush(&mut self) {
+        for ((local, samples), total) in self
+            .local
+            .iter_mut()
+            .zip(self.samples.iter_mut())
+            .zip(self.shared.steps.iter())
+        {
+            let l = std::mem::take(local);
+            if l.calls != 0 {
+                total.calls.fetch_add(l.calls, Relaxed);
+                total.out.fetch_add(l.out, Relaxed);
+                total.filtered.fetch_add(l.filtered, Relaxed);
+                total.failed.fetch_add(l.failed, Relaxed);
+            }
+            for (b, n) in samples.iter_mut().enumerate() {
+                if *n != 0 {
+                    total.latency[b].fetch_add(std::mem::take(n), Relaxed);
+                }
+            }
+            if tracing::enabled!(tracing::Level::TRACE) && l.calls != 0 {
+                tracing::trace!(
+                    flow = self.shared.flow,
+                    step = total.info.name,
+                    calls = l.calls,
+                    out = l.out,
+                    filtered = l.filtered,
+                    failed = l.failed,
+                    "step totals for batch"
+                );
+            }
+        }
+    }
+
+    fn fork(&self) -> Self {
+        Metrics {
+            shared: self.shared.clone(),
+            local: vec![Local::default(); self.local.len()],
+            samples: vec![[0; BUCKETS]; self.samples.len()],
+        }
+    }
+}
+
+impl Drop for Metrics {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

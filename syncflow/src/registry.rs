@@ -1,0 +1,148 @@
+//! The registry of every `#[sync_function]` linked into the binary.
+//!
+//! Each annotated function submits a [`Registration`] through `inventory`.
+//! The registry is for discovery (`syncflow functions`), config-driven flows
+//! and monitoring; static flows are wired at compile time and never look
+//! anything up here.
+//!
+//! A crate of functions that the binary never names is not linked, and its
+//! registrations are then missing: name it once with `use my_functions as _;`.
+
+use crate::function::StepInfo;
+
+/// One registered sync function. Submitted by `#[sync_function]`.
+#[derive(Debug)]
+pub struct Registration {
+    /// The function's description.
+    pub info: &'static StepInfo,
+}
+
+inventory::collect!(Registration);
+
+/// Every registered function, sorted by name, then module.
+///
+/// `inventory` yields registrations in link order, which differs between
+/// builds, so the list is always sorted before it is shown or searched.
+pub fn functions() -> Vec<&'static StepInfo> {
+    let mut all: Vec<&'static StepInfo> = inventory::iter::<Registration>
+        .into_iter()
+        .map(|r| r.info)
+        .collect();
+    all.sort_by(|a, b| (a.name, a.module).cmp(&(b.name, b.module)));
+    all
+}
+
+/// The registered function with this name, if exactly one has it.
+pub fn find(name: &str) -> Result<&'static StepInfo, LookupError> {
+    let all = functions();
+    let found: Vec<_> = all.iter().copied().filter(|f| f.name == name).collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(LookupError::Unknown {
+            name: name.to_string(),
+            closest: closest(name, all.iter().map(|f| f.name)),
+        }),
+        many => Err(LookupError::Ambiguous {
+            name: name.to_string(),
+            modules: many.iter().map(|f| f.module.to_string()).collect(),
+        }),
+    }
+}
+
+/// A failed registry lookup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No function has the name.
+    #[error("no sync function is registered as `{name}`{}", suggest(closest))]
+    Unknown {
+        /// The name looked up.
+        name: String,
+        /// Registered names close to it, closest first.
+        closest: Vec<String>,
+    },
+    /// Several functions share the name.
+    #[error(
+        "`{name}` names {} sync functions (in {}); give them distinct names with #[sync_function(name = \"...\")]",
+        modules.len(),
+        modules.join(", ")
+    )]
+    Ambiguous {
+        /// The name looked up.
+        name: String,
+        /// Modules of the functions that have it.
+        modules: Vec<String>,
+    },
+}
+
+fn suggest(closest: &[String]) -> String {
+    if closest.is_empty() {
+        "; run `syncflow functions` to list the registered ones".to_string()
+    } else {
+        format!(
+            "; did you mean {}? (if the function is in another crate, make sure the binary links it with `use that_crate as _;`)",
+            closest
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    }
+}
+
+/// Up to three names within a small edit distance of `name`, closest first.
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let limit = (name.chars().count() / 3).max(2);
+    let mut scored: Vec<(usize, &str)> = candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
+    scored.sort();
+    scored.dedup_by(|a, b| a.1 == b.1);
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("parse", "parse"), 0);
+        assert_eq!(edit_distance("parse", "prase"), 2);
+        assert_eq!(edit_distance("parse", "parser"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn closest_keeps_near_names_in_order() {
+        let names = ["validate", "enrich", "parse", "parse_order"];
+        assert_eq!(
+            closest("pars", names.into_iter()),
+            vec!["parse".to_string()]
+        );
+        assert_eq!(
+            closest("enrch", names.into_iter()),
+            vec!["enrich".to_string()]
+        );
+        assert!(closest("zzzzzz", names.into_iter()).is_empty());
+    }
+}
