@@ -70,7 +70,9 @@ pub enum ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseError::UnknownOp(op) => write!(f, "unknown operation `{op}` (expected c, u, d or r)"),
+            ParseError::UnknownOp(op) => {
+                write!(f, "unknown operation `{op}` (expected c, u, d or r)")
+            }
             ParseError::MissingAfter => f.write_str("event has no `after` image"),
             ParseError::BadRow(e) => write!(f, "`after` is not an order row: {e}"),
         }
@@ -115,11 +117,21 @@ impl fmt::Display for Invalid {
 /// Parses `"12.99"` into 1299 cents; at most two decimals, no sign.
 pub fn cents(price: &str) -> Option<i64> {
     let (whole, frac) = price.split_once('.').unwrap_or((price, ""));
-    if whole.is_empty() || frac.len() > 2 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || frac.len() > 2
+        || !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let frac = format!("{frac:0<2}");
-    whole.parse::<i64>().ok()?.checked_mul(100)?.checked_add(frac.parse::<i64>().ok()?)
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(frac.parse::<i64>().ok()?)
 }
 
 /// Checks an order: known currency, at least one line, positive quantities,
@@ -130,7 +142,10 @@ pub fn validate(order: Order) -> Result<Option<ValidOrder>, Invalid> {
         return Ok(None);
     }
     if !["EUR", "USD", "GBP"].contains(&order.currency.as_str()) {
-        return Err(Invalid(format!("order {}: unsupported currency `{}`", order.id, order.currency)));
+        return Err(Invalid(format!(
+            "order {}: unsupported currency `{}`",
+            order.id, order.currency
+        )));
     }
     if order.lines.is_empty() {
         return Err(Invalid(format!("order {}: no lines", order.id)));
@@ -138,10 +153,19 @@ pub fn validate(order: Order) -> Result<Option<ValidOrder>, Invalid> {
     let mut unit_cents = Vec::with_capacity(order.lines.len());
     for (i, line) in order.lines.iter().enumerate() {
         if line.qty == 0 {
-            return Err(Invalid(format!("order {} line {}: quantity is 0", order.id, i + 1)));
+            return Err(Invalid(format!(
+                "order {} line {}: quantity is 0",
+                order.id,
+                i + 1
+            )));
         }
         let c = cents(&line.unit_price).ok_or_else(|| {
-            Invalid(format!("order {} line {}: bad unit price `{}`", order.id, i + 1, line.unit_price))
+            Invalid(format!(
+                "order {} line {}: bad unit price `{}`",
+                order.id,
+                i + 1,
+                line.unit_price
+            ))
         })?;
         unit_cents.push(c);
     }
@@ -160,9 +184,18 @@ pub struct Catalog {
 impl Catalog {
     /// The sample catalog that goes with `examples/data/orders.jsonl`.
     pub fn sample() -> Self {
-        let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         Catalog {
-            categories: pairs(&[("KB-01", "keyboards"), ("MS-02", "mice"), ("MN-27", "monitors"), ("CB-10", "cables")]),
+            categories: pairs(&[
+                ("KB-01", "keyboards"),
+                ("MS-02", "mice"),
+                ("MN-27", "monitors"),
+                ("CB-10", "cables"),
+            ]),
             tiers: pairs(&[("c-100", "gold"), ("c-200", "silver")]),
         }
     }
@@ -186,10 +219,24 @@ pub fn enrich(valid: ValidOrder, catalog: Res<Catalog>) -> EnrichedOrder {
         .order
         .lines
         .iter()
-        .map(|l| catalog.categories.get(&l.sku).cloned().unwrap_or_else(|| "uncategorised".into()))
+        .map(|l| {
+            catalog
+                .categories
+                .get(&l.sku)
+                .cloned()
+                .unwrap_or_else(|| "uncategorised".into())
+        })
         .collect();
-    let tier = catalog.tiers.get(&valid.order.customer).cloned().unwrap_or_else(|| "standard".into());
-    EnrichedOrder { valid, categories, tier }
+    let tier = catalog
+        .tiers
+        .get(&valid.order.customer)
+        .cloned()
+        .unwrap_or_else(|| "standard".into());
+    EnrichedOrder {
+        valid,
+        categories,
+        tier,
+    }
 }
 
 /// One warehouse row per order line.
