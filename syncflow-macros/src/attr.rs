@@ -55,7 +55,10 @@ impl Args {
             match key.as_str() {
                 "name" => {
                     if args.name.is_some() {
-                        cx.error_spanned_by(&nv.path, "duplicate `name` argument");
+                        cx.error_spanned_by(
+                            &nv.path,
+                            "duplicate `name` argument: a function is registered under one name",
+                        );
                         continue;
                     }
                     match &nv.value {
@@ -78,7 +81,7 @@ impl Args {
                 }
                 "crate" => {
                     if args.krate.is_some() {
-                        cx.error_spanned_by(&nv.path, "duplicate `crate` argument");
+                        cx.error_spanned_by(&nv.path, "duplicate `crate` argument: give it once");
                         continue;
                     }
                     match &nv.value {
@@ -97,13 +100,33 @@ impl Args {
                 _ => {
                     let path = &nv.path;
                     let shown = quote::quote!(#path).to_string().replace(' ', "");
+                    let hint = match ["name", "crate"].into_iter().find(|k| near(&shown, k)) {
+                        Some(k) => format!("did you mean `{k}`? "),
+                        None => String::new(),
+                    };
                     cx.error_spanned_by(
                         path,
-                        format!("unknown argument `{shown}`; #[sync_function] takes {KNOWN}"),
+                        format!("unknown argument `{shown}`: {hint}#[sync_function] takes {KNOWN}"),
                     );
                 }
             }
         }
         args
     }
+}
+
+/// Whether `a` is a likely typo of `b`: at most two single-character edits
+/// (two swapped letters count as two).
+fn near(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()] <= 2
 }

@@ -14,7 +14,7 @@ use syn::{Expr, ExprLit, Lit, Meta};
 
 use crate::attr::Args;
 use crate::ctxt::Ctxt;
-use crate::paths::{respan, syncflow_path};
+use crate::paths::{relocate, respan, syncflow_path};
 use crate::sig::{self, LooseFn, Shape};
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -57,6 +57,23 @@ fn doc_of(func: &LooseFn) -> String {
     lines.join("\n").trim().to_string()
 }
 
+/// Where an error type that does not fit is reported: at `E` in
+/// `Result<T, E>`, else (an alias such as `io::Result<T>`) at the return type.
+fn error_span(ret: &syn::Type) -> Span {
+    if let syn::Type::Path(p) = ret
+        && let Some(last) = p.path.segments.last()
+        && let syn::PathArguments::AngleBracketed(a) = &last.arguments
+        && let Some(syn::GenericArgument::Type(e)) = a
+            .args
+            .iter()
+            .filter(|g| matches!(g, syn::GenericArgument::Type(_)))
+            .nth(1)
+    {
+        return e.span();
+    }
+    ret.span()
+}
+
 fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     let krate = syncflow_path(args.krate.clone());
     let p = quote!(#krate::__private);
@@ -83,13 +100,19 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     let res_id = syn::Ident::new("__syncflow_resources", mixed);
     let problems_id = syn::Ident::new("__syncflow_problems", mixed);
     let prev = syn::Ident::new("__SyncflowPrev", mixed);
+    let ok_id = syn::Ident::new("__syncflow_ok", mixed);
+    let err_id = syn::Ident::new("__syncflow_err", mixed);
 
+    // The types taken out of the return type carry its span, so that a
+    // return type that is not what its name says (a user's own `Option`), or
+    // an error type that is not `Display`, is reported once, there.
+    let ret_span = ret.span();
     let (output_ty, items_ty, error_ty, convert) = match sig.shape {
         Shape::Map => (
             quote!(#ret),
             quote!(::core::option::Option<#ret>),
             quote!(#p::Never),
-            quote!(#p::out_map),
+            quote!(#p::out_map::<#ret>),
         ),
         Shape::Filter => {
             let out = quote!(<#ret as #p::OptionLike>::Item);
@@ -97,7 +120,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 out.clone(),
                 quote!(::core::option::Option<#out>),
                 quote!(#p::Never),
-                quote!(#p::out_filter),
+                quote!(#p::out_filter::<#ret>),
             )
         }
         Shape::Fallible => {
@@ -106,7 +129,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 out.clone(),
                 quote!(::core::option::Option<#out>),
                 quote!(<#ret as #p::ResultLike>::Err),
-                quote!(#p::out_fallible),
+                quote!(#p::out_fallible::<#ret>),
             )
         }
         Shape::FallibleFilter => {
@@ -115,22 +138,29 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 out.clone(),
                 quote!(::core::option::Option<#out>),
                 quote!(<#ret as #p::ResultLike>::Err),
-                quote!(#p::out_fallible_filter),
+                quote!(#p::out_fallible_filter::<#ret>),
             )
         }
         Shape::FanOut => (
             quote!(<#ret as ::core::iter::IntoIterator>::Item),
             quote!(#ret),
             quote!(#p::Never),
-            quote!(#p::out_fan_out),
+            quote!(#p::out_fan_out::<#ret>),
         ),
         Shape::FallibleFanOut => (
             quote!(<<#ret as #p::ResultLike>::Ok as ::core::iter::IntoIterator>::Item),
             quote!(<#ret as #p::ResultLike>::Ok),
             quote!(<#ret as #p::ResultLike>::Err),
-            quote!(#p::out_fallible_fan_out),
+            quote!(#p::out_fallible_fan_out::<#ret>),
         ),
     };
+    let (output_ty, items_ty, error_ty, convert) = (
+        respan(output_ty, ret_span),
+        respan(items_ty, ret_span),
+        respan(error_ty, error_span(ret)),
+        respan(convert, ret_span),
+    );
+    let convert_id = syn::Ident::new("__syncflow_convert", mixed);
 
     // Context parameters: each extracted with its own spanned check.
     let arg_ids: Vec<_> = (0..sig.extras.len())
@@ -144,8 +174,8 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 let from = quote_spanned!(ty.span()=> <#ty as #p::FromContext<'_>>::from_context);
                 quote! {
                     let #id = match #from(#cx_id) {
-                        ::core::result::Result::Ok(v) => v,
-                        ::core::result::Result::Err(e) => #early_exit(::core::result::Result::Err(#p::Failure::Context(e))),
+                        ::core::result::Result::Ok(#ok_id) => #ok_id,
+                        ::core::result::Result::Err(#err_id) => #early_exit(::core::result::Result::Err(#p::Failure::Context(#err_id))),
                     };
                 }
             })
@@ -157,10 +187,14 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
 
     let body = if is_async {
         let ex = extract(quote!(return));
+        // `async move` at the user's `async`: a future that is not `Send`
+        // is reported at the function, not at the attribute.
+        let async_kw = relocate(quote!(async move), sig.async_span);
         quote! {
-            async move {
+            #async_kw {
                 #(#ex)*
-                #convert(#ident(#input_id #(, #arg_ids)*).await)
+                let #convert_id = #convert;
+                #convert_id(#ident(#input_id #(, #arg_ids)*).await)
             }
         }
     } else {
@@ -168,7 +202,8 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
         quote! {
             ::core::future::ready(#label: {
                 #(#ex)*
-                #convert(#ident(#input_id #(, #arg_ids)*))
+                let #convert_id = #convert;
+                #convert_id(#ident(#input_id #(, #arg_ids)*))
             })
         }
     };
@@ -181,6 +216,17 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     );
     // The impl's header and braces carry the payload type's span, so that
     // rustc's "but trait `Step<X>` is implemented" help underlines it.
+    let mut future_ty = quote! {
+        impl ::core::future::Future<
+            Output = ::core::result::Result<Self::Items, #p::Failure<Self::Error>>,
+        > + ::core::marker::Send + #lt
+    };
+    if is_async {
+        // An async fn whose future is not `Send` is reported at its `async`.
+        future_ty = relocate(future_ty, sig.async_span);
+    } else {
+        future_ty = respan(future_ty, ret_span);
+    }
     let step_body = quote! {
                 type Items = #items_ty;
                 type Error = #error_ty;
@@ -189,9 +235,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                     &#lt self,
                     #cx_id: &#lt #p::Context,
                     #input_id: #payload,
-                ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<Self::Items, #p::Failure<Self::Error>>,
-                > + ::core::marker::Send + #lt {
+                ) -> #future_ty {
             let _ = #cx_id;
             #body
         }

@@ -12,11 +12,12 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{LitStr, Path, Token};
 
-use crate::paths::relocate;
+use crate::paths::respan;
 
 struct FlowInput {
     krate: TokenStream,
@@ -35,7 +36,13 @@ impl Parse for FlowInput {
         input.parse::<Token![;]>()?;
 
         let mut name = None;
-        if input.peek(syn::Ident) && input.peek2(Token![=]) {
+        // `key = value`, but not a step followed by `=>` or `==` (a wrong
+        // separator, reported below at the separator).
+        if input.peek(syn::Ident)
+            && input.peek2(Token![=])
+            && !input.peek2(Token![=>])
+            && !input.peek2(Token![==])
+        {
             let key: syn::Ident = input.parse()?;
             if key != "name" {
                 return Err(syn::Error::new(
@@ -71,18 +78,42 @@ impl Parse for FlowInput {
         let mut steps = vec![parse_step(input)?];
         while !input.is_empty() {
             if input.peek(Token![->]) {
-                input.parse::<Token![->]>()?;
+                let arrow = input.parse::<Token![->]>()?;
                 if input.is_empty() {
-                    return Err(input.error("expected a step after `->`; remove the trailing `->`"));
+                    return Err(syn::Error::new_spanned(
+                        arrow,
+                        "expected a step after `->`: remove the trailing `->`, or name the next #[sync_function]",
+                    ));
                 }
                 steps.push(parse_step(input)?);
             } else {
-                return Err(input
-                    .error("steps of a flow are separated by `->`: `flow!(parse -> validate)`"));
+                let (shown, span) = wrong_separator(input)?;
+                return Err(syn::Error::new(
+                    span,
+                    format!(
+                        "expected `->` between two steps, found `{shown}`: steps of a flow are separated by `->`, as in `flow!(parse -> validate)`"
+                    ),
+                ));
             }
         }
         Ok(FlowInput { krate, name, steps })
     }
+}
+
+/// The text and span of what stands where a `->` was expected; a run of
+/// joined punctuation such as `=>` or `,` counts as one separator.
+fn wrong_separator(input: ParseStream) -> syn::Result<(String, Span)> {
+    let first: proc_macro2::TokenTree = input.parse()?;
+    let mut text = first.to_string();
+    let mut span = first.span();
+    let mut joint = matches!(&first, proc_macro2::TokenTree::Punct(p) if p.spacing() == proc_macro2::Spacing::Joint);
+    while joint && input.cursor().punct().is_some() {
+        let next: proc_macro2::Punct = input.parse()?;
+        text.push(next.as_char());
+        span = span.join(next.span()).unwrap_or(span);
+        joint = next.spacing() == proc_macro2::Spacing::Joint;
+    }
+    Ok((text, span))
 }
 
 fn parse_step(input: ParseStream) -> syn::Result<Path> {
@@ -120,7 +151,7 @@ fn generate(input: FlowInput) -> TokenStream {
             .map(|s| {
                 s.segments
                     .last()
-                    .map(|l| l.ident.to_string())
+                    .map(|l| l.ident.unraw().to_string())
                     .unwrap_or_default()
             })
             .collect::<Vec<_>>()
@@ -142,6 +173,16 @@ fn generate(input: FlowInput) -> TokenStream {
     let res = syn::Ident::new("__syncflow_resources", mixed);
     let problems = syn::Ident::new("__syncflow_problems", mixed);
     let lt = syn::Lifetime::new("'__syncflow_a", mixed);
+    let items = syn::Ident::new("__syncflow_items", mixed);
+    let m_ty = syn::Ident::new("__SyncflowM", mixed);
+    let e_ty = syn::Ident::new("__SyncflowE", mixed);
+    // The traits a step call names, imported under names that resolve from
+    // the user's span too (items are not hygienic at mixed site), so that
+    // the call path can carry the step's own span: its mismatch error then
+    // points at the step without an "originates in a macro" note.
+    let step_trait = syn::Ident::new("__SyncflowStepTrait", mixed);
+    let op_trait = syn::Ident::new("__SyncflowOperatorTrait", mixed);
+    let flow_input = syn::Ident::new("__SyncflowFlowInput", mixed);
 
     // Each user path appears once, in a type alias spanned at it: an
     // unannotated function then yields one error, not one per use.
@@ -149,17 +190,22 @@ fn generate(input: FlowInput) -> TokenStream {
         quote_spanned!(path.span()=> #[allow(non_camel_case_types)] type #alias = #path;)
     });
 
-    let first = &aliases[0];
-    let last = &aliases[n - 1];
+    let ops: Vec<TokenStream> = aliases
+        .iter()
+        .map(|alias| quote!(<#alias as #op_trait>))
+        .collect();
+    let first = &ops[0];
+    let last = &ops[n - 1];
 
     // Build the nested loops from the innermost (emit) outwards.
     let item = |k: usize| format_ident!("__syncflow_item{}", k, span = mixed);
     let mut body = {
         let x = item(n);
-        quote!(#out.emit(#x);)
+        quote!(#p::Emit::emit(#out, #x);)
     };
     for k in (0..n).rev() {
         let alias = &aliases[k];
+        let op = &ops[k];
         let field = &fields[k];
         let path = &steps[k];
         let x_in = if k == 0 { input_id.clone() } else { item(k) };
@@ -170,29 +216,35 @@ fn generate(input: FlowInput) -> TokenStream {
         let count = format_ident!("__syncflow_count{}", k, span = mixed);
         let err = format_ident!("__syncflow_err{}", k, span = mixed);
         let (input_ty, prev) = if k == 0 {
-            (
-                quote!(<#first as #p::Operator>::Input),
-                quote!(#p::FlowInput),
-            )
+            (quote!(#first::Input), quote!(#flow_input))
         } else {
-            let prev = &aliases[k - 1];
-            (quote!(<#prev as #p::Operator>::Output), quote!(#prev))
+            let (prev_op, prev) = (&ops[k - 1], &aliases[k - 1]);
+            (quote!(#prev_op::Output), quote!(#prev))
         };
         // The one place where the step's input is checked: spanned at the step.
-        let call = relocate(
-            quote!(<#alias as #p::Step<#input_ty, #prev>>::call(&#self_id.#field, #cx, #x_in)),
+        let step_fn = respan(
+            quote!(<#alias as #step_trait<#input_ty, #prev>>::call),
             path.span(),
         );
+        // The call's parentheses and its `.await` carry the step's span too
+        // (the arguments inside keep their hygiene), so that every obligation
+        // of the call is reported at the step, once.
+        let mut args = proc_macro2::Group::new(
+            proc_macro2::Delimiter::Parenthesis,
+            quote!(&#self_id.#field, #cx, #x_in),
+        );
+        args.set_span(path.span());
+        let await_ = respan(quote!(.await), path.span());
         let index = k;
         body = quote! {
-            let #step_ref = #p::StepRef { index: #index, info: <#alias as #p::Operator>::INFO };
+            let #step_ref = #p::StepRef { index: #index, info: #op::INFO };
             let #timer = #p::Monitor::enter(#monitor, #step_ref);
-            let #result = #call.await;
+            let #result = #step_fn #args #await_;
             #p::Monitor::exit(#monitor, #step_ref, #timer);
             match #result {
-                ::core::result::Result::Ok(items) => {
+                ::core::result::Result::Ok(#items) => {
                     let mut #count: usize = 0;
-                    for #x_out in items {
+                    for #x_out in #items {
                         #count += 1;
                         #body
                     }
@@ -206,13 +258,12 @@ fn generate(input: FlowInput) -> TokenStream {
         };
     }
 
-    let infos = aliases.iter().map(|a| quote!(<#a as #p::Operator>::INFO));
-    let checks = aliases
-        .iter()
-        .map(|a| quote!(<#a as #p::Operator>::check(#res, #problems);));
+    let infos = ops.iter().map(|op| quote!(#op::INFO));
+    let checks = ops.iter().map(|op| quote!(#op::check(#res, #problems);));
     let inits = aliases.iter().zip(&fields).map(|(a, f)| quote!(#f: #a {}));
 
     quote! {{
+        use #p::{Step as #step_trait, Operator as #op_trait, FlowInput as #flow_input};
         #(#alias_defs)*
 
         struct #flow_ty {
@@ -220,8 +271,8 @@ fn generate(input: FlowInput) -> TokenStream {
         }
 
         impl #p::FlowDef for #flow_ty {
-            type Input = <#first as #p::Operator>::Input;
-            type Output = <#last as #p::Operator>::Output;
+            type Input = #first::Input;
+            type Output = #last::Output;
 
             fn name(&self) -> &'static str {
                 #name
@@ -237,16 +288,16 @@ fn generate(input: FlowInput) -> TokenStream {
             }
 
             #[allow(unused_mut, for_loops_over_fallibles, clippy::let_unit_value, clippy::unit_arg)]
-            fn process<#lt, M, E>(
+            fn process<#lt, #m_ty, #e_ty>(
                 &#lt #self_id,
                 #cx: &#lt #p::Context,
-                #monitor: &#lt mut M,
+                #monitor: &#lt mut #m_ty,
                 #input_id: Self::Input,
-                #out: &#lt mut E,
+                #out: &#lt mut #e_ty,
             ) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send + #lt
             where
-                M: #p::Monitor,
-                E: #p::Emit<Self::Output> + ::core::marker::Send,
+                #m_ty: #p::Monitor,
+                #e_ty: #p::Emit<Self::Output> + ::core::marker::Send,
             {
                 async move {
                     #body

@@ -14,9 +14,13 @@ pub fn syncflow_path(explicit: Option<syn::Path>) -> TokenStream {
     match crate_name("syncflow") {
         // Inside the syncflow package, only the library itself is `crate`:
         // its benches, examples and integration tests see `::syncflow`.
+        // Doctests are compiled with the library's environment (rustdoc
+        // marks them with `UNSTABLE_RUSTDOC_TEST_PATH`) but are crates of
+        // their own.
         Ok(FoundCrate::Itself)
             if std::env::var("CARGO_CRATE_NAME").is_ok_and(|n| n == "syncflow")
-                && std::env::var_os("CARGO_BIN_NAME").is_none() =>
+                && std::env::var_os("CARGO_BIN_NAME").is_none()
+                && std::env::var_os("UNSTABLE_RUSTDOC_TEST_PATH").is_none() =>
         {
             quote!(crate)
         }

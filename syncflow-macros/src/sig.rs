@@ -63,6 +63,8 @@ impl Shape {
 pub struct Sig<'a> {
     pub ident: &'a Ident,
     pub is_async: bool,
+    /// The `async` keyword's span (the name's when not async).
+    pub async_span: proc_macro2::Span,
     pub payload: &'a Type,
     pub extras: Vec<&'a Type>,
     pub ret: &'a Type,
@@ -150,6 +152,7 @@ pub fn analyse<'a>(cx: &Ctxt, sig: &'a Signature) -> Option<Sig<'a>> {
     Some(Sig {
         ident: &sig.ident,
         is_async: sig.asyncness.is_some(),
+        async_span: sig.asyncness.map_or_else(|| sig.ident.span(), |a| a.span),
         payload,
         extras,
         ret,
@@ -159,21 +162,15 @@ pub fn analyse<'a>(cx: &Ctxt, sig: &'a Signature) -> Option<Sig<'a>> {
 
 fn check_payload(cx: &Ctxt, ty: &Type) {
     match ty {
-        Type::Reference(r) => cx.error_spanned_by(
-            ty,
-            format!(
-                "the payload must be an owned type: a flow moves each message from step to step; take `{}` by value{}",
-                {
-                    let elem = &r.elem;
-                    quote::quote!(#elem).to_string().replace(' ', "")
-                },
-                if matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")) {
-                    " (`String` instead of `&str`)"
-                } else {
-                    ""
-                }
-            ),
-        ),
+        Type::Reference(r) => {
+            let owned = owned_form(&r.elem);
+            cx.error_spanned_by(
+                ty,
+                format!(
+                    "the payload must be an owned type, not a reference: a flow moves each message from step to step; take `{owned}` instead"
+                ),
+            );
+        }
         Type::ImplTrait(_) => cx.error_spanned_by(ty, "the payload cannot be `impl Trait`: that makes the function generic; name the concrete type"),
         Type::Infer(_) => cx.error_spanned_by(ty, "the payload type must be written out"),
         _ => {}
@@ -208,6 +205,18 @@ fn check_return(cx: &Ctxt, ty: &Type) -> bool {
             false
         }
         _ => true,
+    }
+}
+
+/// What to take instead of a reference to `elem`: `String` for `str`,
+/// `Vec<T>` for `[T]`, else `elem` itself.
+fn owned_form(elem: &Type) -> String {
+    let text = |t: &Type| quote::quote!(#t).to_string().replace(' ', "");
+    match elem {
+        Type::Path(p) if p.path.is_ident("str") => "String".to_string(),
+        Type::Path(p) if p.path.is_ident("Path") => "PathBuf".to_string(),
+        Type::Slice(s) => format!("Vec<{}>", text(&s.elem)),
+        other => text(other),
     }
 }
 
