@@ -1,0 +1,5 @@
+use syncflow::prelude::*;
+
+fn main() {
+    let _ = flow!();
+}

@@ -1,0 +1,10 @@
+use syncflow::prelude::*;
+
+#[sync_function]
+fn parse(line: String) -> usize {
+    line.len()
+}
+
+fn main() {
+    let _ = flow!(parse ->);
+}

@@ -1,0 +1,8 @@
+use syncflow::prelude::*;
+
+#[sync_function]
+fn length(line: &str) -> usize {
+    line.len()
+}
+
+fn main() {}
