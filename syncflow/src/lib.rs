@@ -27,11 +27,14 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod connector;
 pub mod context;
 pub mod flow;
 pub mod function;
 pub mod monitor;
 pub mod registry;
+pub mod runtime;
 
 /// Turns a plain function into a registered, typed, monitored flow step.
 ///
@@ -74,11 +77,15 @@ macro_rules! flow {
 
 /// Everything a flow needs, in one import.
 pub mod prelude {
+    pub use crate::connector::{
+        JsonLinesSink, JsonLinesSource, Sink, Source, StdinSource, StdoutSink,
+    };
     pub use crate::context::{Context, Meta, Res};
     pub use crate::flow;
     pub use crate::flow::{Collected, Emit, Flow, StepFailure};
     pub use crate::function::{Shape, StepInfo};
     pub use crate::monitor::{Metrics, Monitor, NoMonitor, StepRef};
+    pub use crate::runtime::{DeadLetter, RunError, RunSummary, Runtime, Shutdown};
     pub use crate::sync_function;
 }
 

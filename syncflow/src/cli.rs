@@ -1,0 +1,664 @@
+//! The `syncflow` command line, to embed in your own binary.
+//!
+//! Your binary links your `#[sync_function]`s, so `functions` lists them and
+//! `run` can run the flows you register:
+//!
+//! ```no_run
+//! use syncflow::prelude::*;
+//!
+//! /// Doubles a number.
+//! #[sync_function]
+//! fn double(n: i64) -> i64 { n * 2 }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     syncflow::cli::Cli::new()
+//!         .flow("doubles", || flow!(double))
+//!         .main()
+//! }
+//! ```
+//!
+//! ```text
+//! $ my-flows functions                 # every registered function, as a table (--json for JSON)
+//! $ my-flows flows                     # the flows registered above
+//! $ my-flows run doubles --input numbers.jsonl --output doubled.jsonl \
+//!       --dead-letter failed.jsonl --workers 2 --state-dir .syncflow
+//! ```
+//!
+//! `run` reads JSON lines (`--input`, default `-`: standard input), writes
+//! JSON lines to every `--output` (default `-`: standard output), and prints
+//! its summary to standard error. With `--state-dir`, the input position is
+//! checkpointed and a rerun resumes after it (file outputs are then appended
+//! to, not truncated). Ctrl-C or SIGTERM finish the batches in flight and
+//! exit 0. Logs go to standard error, filtered by `SYNCFLOW_LOG` (default
+//! `warn`; e.g. `SYNCFLOW_LOG=info` or `SYNCFLOW_LOG=syncflow=debug`).
+//!
+//! Exit codes: 0 success, 1 the run failed, 2 a usage or setup error.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::io::Write;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::connector::{
+    ConnectorError, JsonLinesSink, JsonLinesSource, Source, StdinSource, StdoutSink,
+};
+use crate::flow::{Flow, FlowDef};
+use crate::function::StepInfo;
+use crate::monitor::Monitor;
+use crate::runtime::{KeyFn, RunError, RunSummary, Runtime};
+
+/// Exit code of a failed run.
+const EXIT_FAILED: u8 = 1;
+/// Exit code of a usage or setup error.
+const EXIT_USAGE: u8 = 2;
+
+/// The command line of the stock `syncflow` binary: no flows, `functions`
+/// lists what is linked in. Equivalent to `Cli::new().main()`.
+pub fn main() -> ExitCode {
+    Cli::new().main()
+}
+
+type RunFuture = Pin<Box<dyn Future<Output = Result<RunSummary, CliError>> + Send>>;
+type Runner = Box<dyn Fn(RunOptions) -> RunFuture + Send + Sync>;
+
+struct CliFlow {
+    name: String,
+    flow_name: &'static str,
+    steps: &'static [&'static StepInfo],
+    input: &'static str,
+    output: &'static str,
+    keyed: bool,
+    run: Runner,
+}
+
+/// A command line with your flows registered; see the [module docs](self).
+#[derive(Default)]
+pub struct Cli {
+    flows: Vec<CliFlow>,
+}
+
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field(
+                "flows",
+                &self.flows.iter().map(|f| &f.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Cli {
+    /// A command line with no flows.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a flow under `name`, runnable with `run <name>`. `make` is
+    /// called once to describe the flow and once per run. The flow's input
+    /// must be deserializable and its output serializable (JSON lines).
+    pub fn flow<F, M>(
+        self,
+        name: &str,
+        make: impl Fn() -> Flow<F, M> + Send + Sync + 'static,
+    ) -> Self
+    where
+        F: FlowDef,
+        M: Monitor,
+        F::Input: DeserializeOwned + 'static,
+        F::Output: Serialize + Sync + 'static,
+    {
+        self.register(name, make, None)
+    }
+
+    /// Registers a flow whose messages are partitioned across `--workers`
+    /// by `key`: messages with equal keys keep their order.
+    pub fn keyed_flow<F, M, K>(
+        self,
+        name: &str,
+        make: impl Fn() -> Flow<F, M> + Send + Sync + 'static,
+        key: impl Fn(&F::Input) -> K + Send + Sync + 'static,
+    ) -> Self
+    where
+        F: FlowDef,
+        M: Monitor,
+        F::Input: DeserializeOwned + 'static,
+        F::Output: Serialize + Sync + 'static,
+        K: Hash,
+    {
+        self.register(name, make, Some(crate::runtime::key_fn(key)))
+    }
+
+    fn register<F, M>(
+        mut self,
+        name: &str,
+        make: impl Fn() -> Flow<F, M> + Send + Sync + 'static,
+        key: Option<KeyFn<F::Input>>,
+    ) -> Self
+    where
+        F: FlowDef,
+        M: Monitor,
+        F::Input: DeserializeOwned + 'static,
+        F::Output: Serialize + Sync + 'static,
+    {
+        let sample = make();
+        let keyed = key.is_some();
+        let run: Runner = Box::new(move |options| {
+            let mut runtime = Runtime::new(make());
+            if let Some(key) = &key {
+                runtime = runtime.key_hash(key.clone());
+            }
+            Box::pin(run_flow(runtime, options))
+        });
+        self.flows.push(CliFlow {
+            name: name.to_string(),
+            flow_name: sample.name(),
+            steps: sample.steps(),
+            input: std::any::type_name::<F::Input>(),
+            output: std::any::type_name::<F::Output>(),
+            keyed,
+            run,
+        });
+        self
+    }
+
+    /// Parses the process's arguments, sets up logging (`SYNCFLOW_LOG`,
+    /// default `warn`, to standard error), runs the command and returns its
+    /// exit code. Call it from `main`, outside any async runtime.
+    pub fn main(self) -> ExitCode {
+        init_tracing();
+        let code = self.execute(
+            std::env::args_os(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        );
+        ExitCode::from(code)
+    }
+
+    /// Runs the command line with these arguments (the first is the program
+    /// name), writing to `out` and `err`, and returns the exit code. Does not
+    /// set up logging. Must not be called from inside an async runtime.
+    pub fn execute<I, T>(self, args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args = match Args::try_parse_from(args) {
+            Ok(args) => args,
+            Err(e) => {
+                use clap::error::ErrorKind;
+                return match e.kind() {
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                        let _ = write!(out, "{e}");
+                        0
+                    }
+                    ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                        let _ = write!(err, "{e}");
+                        EXIT_USAGE
+                    }
+                    _ => {
+                        let _ = write!(err, "{e}");
+                        EXIT_USAGE
+                    }
+                };
+            }
+        };
+        let result = match args.command {
+            Command::Functions { json } => list_functions(out, json).map_err(CliError::Output),
+            Command::Flows { json } => self.list_flows(out, json).map_err(CliError::Output),
+            Command::Run(run) => self.run(run, err),
+        };
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                e.exit_code()
+            }
+        }
+    }
+
+    fn list_flows(&self, out: &mut dyn Write, json: bool) -> std::io::Result<()> {
+        let mut flows: Vec<&CliFlow> = self.flows.iter().collect();
+        flows.sort_by(|a, b| a.name.cmp(&b.name));
+        if json {
+            let list: Vec<_> = flows
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "name": f.name,
+                        "flow": f.flow_name,
+                        "steps": f.steps.iter().map(|s| s.name).collect::<Vec<_>>(),
+                        "input": f.input,
+                        "output": f.output,
+                        "keyed": f.keyed,
+                    })
+                })
+                .collect();
+            let text = serde_json::to_string_pretty(&list).map_err(std::io::Error::other)?;
+            return writeln!(out, "{text}");
+        }
+        if flows.is_empty() {
+            return writeln!(
+                out,
+                "no flows are registered in this binary; register them in your own binary with \
+                 syncflow::cli::Cli::new().flow(\"name\", || flow!(a -> b)).main()"
+            );
+        }
+        let rows: Vec<[String; 3]> = flows
+            .iter()
+            .map(|f| {
+                [
+                    f.name.clone(),
+                    format!("{} → {}", short_type(f.input), short_type(f.output)),
+                    f.steps
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(" -> "),
+                ]
+            })
+            .collect();
+        write_table(out, ["FLOW", "INPUT → OUTPUT", "STEPS"], &rows)
+    }
+
+    fn run(self, args: RunArgs, err: &mut dyn Write) -> Result<(), CliError> {
+        let Some(index) = self.flows.iter().position(|f| f.name == args.flow) else {
+            return Err(self.unknown_flow(&args.flow));
+        };
+        let outputs = if args.output.is_empty() {
+            vec![Target::Std]
+        } else {
+            args.output.iter().map(|o| Target::parse(o)).collect()
+        };
+        let options = RunOptions {
+            input: Target::parse(&args.input),
+            outputs,
+            dead_letter: args.dead_letter,
+            workers: args.workers as usize,
+            batch_size: args.batch_size as usize,
+            state_dir: args.state_dir,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("syncflow")
+            .build()
+            .map_err(|e| CliError::Setup(format!("cannot start the async runtime: {e}")))?;
+        let flow = &self.flows[index];
+        let result = runtime.block_on((flow.run)(options));
+        // Reading standard input blocks a thread that cannot be interrupted:
+        // do not wait for it.
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        let mut summary = result?;
+        if summary.flow != flow.name {
+            summary.flow = format!("{} ({})", flow.name, summary.flow);
+        }
+        let _ = write!(err, "{summary}");
+        Ok(())
+    }
+
+    fn unknown_flow(&self, name: &str) -> CliError {
+        if self.flows.is_empty() {
+            return CliError::Setup(format!(
+                "unknown flow `{name}`: this binary has no flows registered. Flows are static Rust code: \
+                 build your own binary with syncflow::cli::Cli::new().flow(\"{name}\", || flow!(...)).main()"
+            ));
+        }
+        let mut names: Vec<&str> = self.flows.iter().map(|f| f.name.as_str()).collect();
+        names.sort();
+        let closest = crate::registry::closest(name, names.iter().copied());
+        let suggestion = if closest.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; did you mean {}?",
+                closest
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
+        };
+        CliError::Setup(format!(
+            "unknown flow `{name}`{suggestion} (flows in this binary: {}; list them with the `flows` command)",
+            names.join(", ")
+        ))
+    }
+}
+
+/// `-` or a path.
+#[derive(Debug, Clone)]
+enum Target {
+    Std,
+    Path(PathBuf),
+}
+
+impl Target {
+    fn parse(s: &str) -> Target {
+        if s == "-" {
+            Target::Std
+        } else {
+            Target::Path(PathBuf::from(s))
+        }
+    }
+}
+
+struct RunOptions {
+    input: Target,
+    outputs: Vec<Target>,
+    dead_letter: Option<PathBuf>,
+    workers: usize,
+    batch_size: usize,
+    state_dir: Option<PathBuf>,
+}
+
+async fn run_flow<F, M>(runtime: Runtime<F, M>, options: RunOptions) -> Result<RunSummary, CliError>
+where
+    F: FlowDef,
+    M: Monitor,
+    F::Input: DeserializeOwned + 'static,
+    F::Output: Serialize + Sync + 'static,
+{
+    let mut runtime = runtime
+        .workers(options.workers)
+        .batch_size(options.batch_size);
+    if let Some(path) = options.dead_letter {
+        runtime = runtime.dead_letter(path);
+    }
+    let resume = options.state_dir.is_some();
+    for output in &options.outputs {
+        runtime = match output {
+            Target::Std => runtime.sink(StdoutSink::new()),
+            Target::Path(path) => {
+                let sink = if resume {
+                    JsonLinesSink::append(path)
+                } else {
+                    JsonLinesSink::create(path)
+                };
+                runtime.sink(sink.map_err(|e| CliError::Setup(e.to_string()))?)
+            }
+        };
+    }
+    match options.input {
+        Target::Std => {
+            if resume {
+                tracing::warn!(
+                    "--state-dir has no effect when reading standard input: it cannot be replayed"
+                );
+            }
+            finish(runtime.source(StdinSource::new())).await
+        }
+        Target::Path(path) => {
+            let mut source = JsonLinesSource::open(&path).map_err(|e| match e {
+                ConnectorError::Io { source, .. } => CliError::Setup(format!(
+                    "cannot open input file `{}`: {source}; check the path, or pass `--input -` to read standard input",
+                    path.display()
+                )),
+                other => CliError::Setup(other.to_string()),
+            })?;
+            if let Some(dir) = &options.state_dir {
+                source = source
+                    .state_dir(dir)
+                    .map_err(|e| CliError::Setup(e.to_string()))?;
+            }
+            finish(runtime.source(source)).await
+        }
+    }
+}
+
+async fn finish<F, M, S>(runtime: Runtime<F, M, S>) -> Result<RunSummary, CliError>
+where
+    F: FlowDef,
+    M: Monitor,
+    S: Source<Item = F::Input>,
+    F::Input: 'static,
+    F::Output: Sync + 'static,
+{
+    runtime.run().await.map_err(|e| match e {
+        e @ (RunError::Check(_) | RunError::Config(_)) => CliError::Setup(e.to_string()),
+        e => CliError::Run(e),
+    })
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0}")]
+    Run(#[from] RunError),
+    #[error("cannot write the listing: {0}")]
+    Output(std::io::Error),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Setup(_) => EXIT_USAGE,
+            CliError::Run(_) | CliError::Output(_) => EXIT_FAILED,
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "syncflow",
+    version,
+    about = "Typed, monitored message and change-data-capture flows built from plain Rust functions",
+    after_help = "Logs go to standard error; set SYNCFLOW_LOG (e.g. info, debug, syncflow=trace) to see more."
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every registered sync function, sorted by name
+    Functions {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the flows this binary can run
+    Flows {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a flow from JSON lines to JSON lines; prints a summary to standard error
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Name of the flow (see the `flows` command)
+    flow: String,
+    /// JSON-lines input file, or `-` for standard input
+    #[arg(short, long, value_name = "PATH", default_value = "-")]
+    input: String,
+    /// JSON-lines output file, or `-` for standard output; repeat for several outputs [default: -]
+    #[arg(short, long, value_name = "PATH")]
+    output: Vec<String>,
+    /// Append undecodable records and step failures to this JSON-lines file
+    #[arg(long, value_name = "PATH")]
+    dead_letter: Option<PathBuf>,
+    /// Parallel workers (messages with the same key stay in order on keyed flows)
+    #[arg(short, long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: u32,
+    /// Records per batch
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    batch_size: u32,
+    /// Keep the input's checkpoint in this directory and resume from it
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+fn list_functions(out: &mut dyn Write, json: bool) -> std::io::Result<()> {
+    let functions = crate::registry::functions();
+    if json {
+        let list: Vec<_> = functions
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name,
+                    "module": f.module,
+                    "input": f.input_type(),
+                    "output": f.output_type(),
+                    "shape": f.shape.as_str(),
+                    "async": f.is_async,
+                    "summary": f.summary(),
+                    "doc": f.doc,
+                    "file": f.file,
+                    "line": f.line,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&list).map_err(std::io::Error::other)?;
+        return writeln!(out, "{text}");
+    }
+    if functions.is_empty() {
+        return writeln!(
+            out,
+            "no sync functions are registered in this binary; annotate functions with #[sync_function] \
+             (a crate of functions the binary never names is not linked: add `use that_crate as _;`)"
+        );
+    }
+    let rows: Vec<[String; 6]> = functions
+        .iter()
+        .map(|f| {
+            [
+                f.name.to_string(),
+                format!(
+                    "{} → {}",
+                    short_type(f.input_type()),
+                    short_type(f.output_type())
+                ),
+                f.shape.as_str().to_string(),
+                if f.is_async { "async" } else { "" }.to_string(),
+                f.summary().to_string(),
+                format!("{}:{}", f.file, f.line),
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        [
+            "NAME",
+            "INPUT → OUTPUT",
+            "SHAPE",
+            "ASYNC",
+            "SUMMARY",
+            "LOCATION",
+        ],
+        &rows,
+    )
+}
+
+fn write_table<const N: usize>(
+    out: &mut dyn Write,
+    header: [&str; N],
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i + 1 == N {
+                text.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                text.push_str(cell);
+                text.extend(std::iter::repeat_n(' ', pad + 2));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(&mut header.iter().copied())?;
+    for row in rows {
+        line(&mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+/// `alloc::vec::Vec<my_crate::Order>` → `Vec<Order>`.
+fn short_type(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        out.push_str(token.rsplit("::").next().unwrap_or(token));
+        token.clear();
+    };
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    const VAR: &str = "SYNCFLOW_LOG";
+    let (filter, problem) = match std::env::var(VAR) {
+        Ok(spec) => match EnvFilter::try_new(&spec) {
+            Ok(filter) => (filter, None),
+            Err(e) => (EnvFilter::new("warn"), Some((spec, e))),
+        },
+        Err(_) => (EnvFilter::new("warn"), None),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    if let Some((spec, e)) = problem {
+        tracing::warn!(
+            "{VAR}={spec:?} is not a valid log filter ({e}); using `warn`. Examples: info, debug, syncflow=debug"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_type_strips_paths() {
+        assert_eq!(short_type("alloc::vec::Vec<my_crate::Order>"), "Vec<Order>");
+        assert_eq!(
+            short_type("core::option::Option<(i64, alloc::string::String)>"),
+            "Option<(i64, String)>"
+        );
+        assert_eq!(short_type("&str"), "&str");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut out = Vec::new();
+        write_table(
+            &mut out,
+            ["A", "B"],
+            &[["long name".into(), "x".into()], ["b".into(), "y".into()]],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A          B\nlong name  x\nb          y\n"
+        );
+    }
+}

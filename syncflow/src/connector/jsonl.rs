@@ -1,0 +1,732 @@
+//! JSON-lines files: one JSON value per line.
+//!
+//! [`JsonLinesSource`] reads a file, decodes each line into the flow's input
+//! type, and (with [`JsonLinesSource::state_dir`]) keeps a checkpoint so that
+//! a restart resumes after the last line whose outputs were delivered.
+//! [`JsonLinesSink`] writes one JSON value per line, buffered, and fsyncs on
+//! every flush, before the runtime acknowledges the batch to the source.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, Seek, SeekFrom};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use super::{Acker, Batch, ConnectorError, DecodeError, Read, Sink};
+
+/// Bytes of input read at once.
+const READ_BUFFER: usize = 64 * 1024;
+/// Encoded output buffered before it is handed to the file.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Splits a byte stream into lines and decodes each as JSON into `T`.
+///
+/// Blank lines are skipped (their line numbers still count). A trailing
+/// `\r` and a UTF-8 byte order mark on the first line are removed.
+pub(crate) struct LineReader {
+    reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+    /// A line split across reads (kept when a lingering read times out).
+    partial: Vec<u8>,
+    /// Lines consumed so far (the last line's number).
+    line: u64,
+    /// Bytes consumed so far, from the start of the file.
+    offset: u64,
+    /// How long a read waits for more input before returning what it has.
+    linger: Option<Duration>,
+    eof: bool,
+}
+
+impl LineReader {
+    pub(crate) fn new(
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+        line: u64,
+        offset: u64,
+        linger: Option<Duration>,
+    ) -> Self {
+        LineReader {
+            reader: BufReader::with_capacity(READ_BUFFER, reader),
+            partial: Vec::new(),
+            line,
+            offset,
+            linger,
+            eof: false,
+        }
+    }
+
+    pub(crate) fn position(&self) -> (u64, u64) {
+        (self.line, self.offset)
+    }
+
+    /// Reads up to `max` records into `batch`. Returns `false` once the
+    /// input is exhausted and nothing was read.
+    pub(crate) async fn fill<T: DeserializeOwned>(
+        &mut self,
+        batch: &mut Batch<T>,
+        max: usize,
+    ) -> io::Result<Read<()>> {
+        if self.eof {
+            return Ok(Read::End);
+        }
+        let deadline = self.linger.map(|l| tokio::time::Instant::now() + l);
+        let mut any_line = false;
+        while batch.len() < max {
+            let buf = match deadline {
+                // Only wait with a timer when nothing is buffered: a buffered
+                // read completes at once.
+                Some(deadline) if self.reader.buffer().is_empty() => {
+                    match tokio::time::timeout_at(deadline, self.reader.fill_buf()).await {
+                        Ok(buf) => buf?,
+                        Err(_elapsed) => break,
+                    }
+                }
+                _ => self.reader.fill_buf().await?,
+            };
+            if buf.is_empty() {
+                self.eof = true;
+                if !self.partial.is_empty() {
+                    self.line += 1;
+                    self.offset += self.partial.len() as u64;
+                    decode_line(self.line, &self.partial, batch);
+                    self.partial.clear();
+                    any_line = true;
+                }
+                break;
+            }
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.line += 1;
+                    let consumed = i + 1;
+                    if self.partial.is_empty() {
+                        decode_line(self.line, &buf[..i], batch);
+                        self.offset += consumed as u64;
+                    } else {
+                        self.partial.extend_from_slice(&buf[..i]);
+                        decode_line(self.line, &self.partial, batch);
+                        self.offset += (self.partial.len() + 1) as u64;
+                        self.partial.clear();
+                    }
+                    self.reader.consume(consumed);
+                    any_line = true;
+                }
+                None => {
+                    let n = buf.len();
+                    self.partial.extend_from_slice(buf);
+                    self.reader.consume(n);
+                }
+            }
+        }
+        if any_line {
+            Ok(Read::Batch(()))
+        } else if self.eof {
+            Ok(Read::End)
+        } else {
+            Ok(Read::Idle)
+        }
+    }
+}
+
+#[inline]
+fn decode_line<T: DeserializeOwned>(line_no: u64, line: &[u8], batch: &mut Batch<T>) {
+    let mut line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line_no == 1 {
+        line = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line);
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    let payload = serde_json::from_slice::<T>(line).map_err(DecodeError::new);
+    batch.push(line_no, line, payload);
+}
+
+/// Reads a JSON-lines file; each line is decoded into the flow's input type.
+///
+/// A record's position is its line number (from 1). A line that is not
+/// valid JSON, or not of the input type's shape, becomes a decode error:
+/// counted, logged and dead-lettered by the runtime, while the flow goes on.
+///
+/// Without [`JsonLinesSource::state_dir`], every run reads the whole file.
+/// With it, the source keeps a checkpoint file in that directory and a
+/// restart resumes after the last line whose outputs every sink confirmed.
+///
+/// ```no_run
+/// # fn main() -> Result<(), syncflow::connector::ConnectorError> {
+/// use syncflow::connector::JsonLinesSource;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// let source = JsonLinesSource::<Order>::open("orders.jsonl")?.state_dir(".syncflow")?;
+/// # Ok(()) }
+/// ```
+pub struct JsonLinesSource<T> {
+    path: PathBuf,
+    name: Arc<str>,
+    reader: LineReader,
+    checkpoint: Option<PathBuf>,
+    resumed: Option<Checkpoint>,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for JsonLinesSource<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLinesSource")
+            .field("path", &self.path)
+            .field("checkpoint", &self.checkpoint)
+            .field("position", &self.reader.position())
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> JsonLinesSource<T> {
+    /// Opens the file for reading, from its first line.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ConnectorError> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::File::open(&path).map_err(|e| {
+            ConnectorError::io(
+                "open input file",
+                &path,
+                e,
+                "check the path (relative paths start at the current directory), or read standard input instead",
+            )
+        })?;
+        let name: Arc<str> = Arc::from(path.display().to_string());
+        Ok(JsonLinesSource {
+            reader: LineReader::new(Box::new(tokio::fs::File::from_std(file)), 0, 0, None),
+            path,
+            name,
+            checkpoint: None,
+            resumed: None,
+            _item: PhantomData,
+        })
+    }
+
+    /// Keeps a checkpoint of this file in `dir` (created if missing) and
+    /// resumes after the checkpointed line if there is one.
+    ///
+    /// The checkpoint file is named after the input file and a hash of its
+    /// absolute path, so one directory can hold the checkpoints of many
+    /// inputs. Delete it to process the file from the start again.
+    pub fn state_dir(mut self, dir: impl AsRef<Path>) -> Result<Self, ConnectorError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ConnectorError::io(
+                "create state directory",
+                dir,
+                e,
+                "choose a directory you can write to",
+            )
+        })?;
+        let checkpoint = dir.join(checkpoint_file_name(&self.path));
+        let saved = Checkpoint::load(&checkpoint)?;
+        if let Some(saved) = &saved {
+            let len = std::fs::metadata(&self.path)
+                .map_err(|e| ConnectorError::io("read the size of", &self.path, e, ""))?
+                .len();
+            if len < saved.offset {
+                return Err(ConnectorError::Checkpoint {
+                    path: checkpoint,
+                    problem: format!(
+                        "says {} bytes ({} lines) of `{}` were processed, but the file now has {len} bytes: it was truncated or replaced",
+                        saved.offset,
+                        saved.line,
+                        self.path.display()
+                    ),
+                    fix: "delete the checkpoint file to process the file from the start".into(),
+                });
+            }
+            let mut file = std::fs::File::open(&self.path).map_err(|e| {
+                ConnectorError::io("open input file", &self.path, e, "check the path")
+            })?;
+            file.seek(SeekFrom::Start(saved.offset))
+                .map_err(|e| ConnectorError::io("seek to the checkpoint in", &self.path, e, ""))?;
+            tracing::info!(
+                input = %self.path.display(),
+                checkpoint = %checkpoint.display(),
+                line = saved.line,
+                "resuming after the checkpointed line"
+            );
+            self.reader = LineReader::new(
+                Box::new(tokio::fs::File::from_std(file)),
+                saved.line,
+                saved.offset,
+                None,
+            );
+        }
+        self.resumed = saved;
+        self.checkpoint = Some(checkpoint);
+        Ok(self)
+    }
+
+    /// The line after which this source resumed, if it resumed from a checkpoint.
+    pub fn resumed_after_line(&self) -> Option<u64> {
+        self.resumed.as_ref().map(|c| c.line)
+    }
+
+    /// The checkpoint file, when [`JsonLinesSource::state_dir`] was given.
+    pub fn checkpoint_path(&self) -> Option<&Path> {
+        self.checkpoint.as_deref()
+    }
+}
+
+/// `orders.jsonl.1f2e3d4c5b6a7988.checkpoint.json`
+fn checkpoint_file_name(input: &Path) -> String {
+    let absolute = std::path::absolute(input).unwrap_or_else(|_| input.to_path_buf());
+    let mut hasher = DefaultHasher::new();
+    absolute.hash(&mut hasher);
+    let base: String = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "input".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{base}.{:016x}.checkpoint.json", hasher.finish())
+}
+
+/// What a checkpoint file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Format version.
+    version: u32,
+    /// The input file, as given.
+    input: String,
+    /// The last line whose outputs were delivered.
+    line: u64,
+    /// The byte offset just after that line.
+    offset: u64,
+}
+
+impl Checkpoint {
+    const VERSION: u32 = 1;
+
+    fn load(path: &Path) -> Result<Option<Checkpoint>, ConnectorError> {
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(ConnectorError::io(
+                    "read checkpoint file",
+                    path,
+                    e,
+                    "check its permissions",
+                ));
+            }
+        };
+        let checkpoint: Checkpoint =
+            serde_json::from_slice(&text).map_err(|e| ConnectorError::Checkpoint {
+                path: path.to_path_buf(),
+                problem: format!("is not a valid checkpoint ({e})"),
+                fix: "delete it to process the input from the start".into(),
+            })?;
+        if checkpoint.version != Self::VERSION {
+            return Err(ConnectorError::Checkpoint {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "has format version {}, this syncflow reads version {}",
+                    checkpoint.version,
+                    Self::VERSION
+                ),
+                fix: "delete it to process the input from the start".into(),
+            });
+        }
+        Ok(Some(checkpoint))
+    }
+
+    /// Writes the checkpoint atomically: temporary file, fsync, rename,
+    /// fsync of the directory.
+    fn store(&self, path: &Path) -> Result<(), ConnectorError> {
+        use std::io::Write;
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec(self).map_err(|e| ConnectorError::Checkpoint {
+            path: path.to_path_buf(),
+            problem: format!("could not be encoded ({e})"),
+            fix: "report this as a syncflow bug".into(),
+        })?;
+        let write = || -> io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&text)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            #[cfg(unix)]
+            if let Some(dir) = path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            ConnectorError::io(
+                "write checkpoint file",
+                path,
+                e,
+                "check that the state directory is writable and the disk is not full",
+            )
+        })
+    }
+}
+
+/// Acknowledges lines of a [`JsonLinesSource`]: `(line, byte offset after it)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineAck {
+    /// The last line of the batch.
+    pub line: u64,
+    /// The byte offset just after it.
+    pub offset: u64,
+}
+
+/// Writes the checkpoint of a [`JsonLinesSource`] (nothing without a state dir).
+#[derive(Debug)]
+pub struct LineAcker {
+    input: String,
+    path: Option<PathBuf>,
+    acked: Option<LineAck>,
+    stored: Option<LineAck>,
+}
+
+impl Acker for LineAcker {
+    type Ack = LineAck;
+
+    fn ack(&mut self, ack: LineAck) {
+        self.acked = Some(ack);
+    }
+
+    async fn commit(&mut self) -> Result<(), ConnectorError> {
+        let (Some(path), Some(ack)) = (self.path.clone(), self.acked) else {
+            return Ok(());
+        };
+        if self.stored == Some(ack) {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint {
+            version: Checkpoint::VERSION,
+            input: self.input.clone(),
+            line: ack.line,
+            offset: ack.offset,
+        };
+        let stored_path = path.clone();
+        tokio::task::spawn_blocking(move || checkpoint.store(&stored_path))
+            .await
+            .map_err(|e| ConnectorError::Checkpoint {
+                path,
+                problem: format!("could not be written: the writing task failed ({e})"),
+                fix: "retry the run; the previous checkpoint is intact".into(),
+            })??;
+        self.stored = Some(ack);
+        Ok(())
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> super::Source for JsonLinesSource<T> {
+    type Item = T;
+    type Ack = LineAck;
+    type Acker = LineAcker;
+
+    fn name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    fn acker(&mut self) -> LineAcker {
+        let start = self.resumed.as_ref().map(|c| LineAck {
+            line: c.line,
+            offset: c.offset,
+        });
+        LineAcker {
+            input: self.path.display().to_string(),
+            path: self.checkpoint.clone(),
+            acked: start,
+            stored: start,
+        }
+    }
+
+    async fn read(
+        &mut self,
+        batch: &mut Batch<T>,
+        max: usize,
+    ) -> Result<Read<LineAck>, ConnectorError> {
+        let read = self
+            .reader
+            .fill(batch, max)
+            .await
+            .map_err(|e| ConnectorError::io("read input file", &self.path, e, ""))?;
+        Ok(match read {
+            Read::Batch(()) => {
+                let (line, offset) = self.reader.position();
+                Read::Batch(LineAck { line, offset })
+            }
+            Read::Idle => Read::Idle,
+            Read::End => Read::End,
+        })
+    }
+}
+
+pub(crate) enum WriteError {
+    Encode(serde_json::Error),
+    Io(io::Error),
+}
+
+impl WriteError {
+    pub(crate) fn into_connector(self, target: &Path, action: &'static str) -> ConnectorError {
+        match self {
+            WriteError::Encode(source) => ConnectorError::Encode {
+                target: target.display().to_string(),
+                source,
+            },
+            WriteError::Io(e) => ConnectorError::io(action, target, e, "check free disk space"),
+        }
+    }
+}
+
+/// Encodes items as JSON lines into a buffer and writes it out in large chunks.
+pub(crate) struct LineWriter<W> {
+    writer: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin + Send> LineWriter<W> {
+    pub(crate) fn new(writer: W) -> Self {
+        LineWriter {
+            writer,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+        }
+    }
+
+    /// Encodes the items; on an encoding error, nothing of the failing item stays buffered.
+    pub(crate) async fn write<T: Serialize>(&mut self, items: &[T]) -> Result<(), WriteError> {
+        for item in items {
+            let start = self.buf.len();
+            if let Err(e) = serde_json::to_writer(&mut self.buf, item) {
+                self.buf.truncate(start);
+                return Err(WriteError::Encode(e));
+            }
+            self.buf.push(b'\n');
+            if self.buf.len() >= WRITE_BUFFER {
+                self.writer
+                    .write_all(&self.buf)
+                    .await
+                    .map_err(WriteError::Io)?;
+                self.buf.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands everything buffered to the writer and flushes it.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.writer.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        self.writer.flush().await
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+}
+
+/// Writes each output as one line of JSON to a file.
+///
+/// Output is buffered; [`Sink::flush`] writes the buffer, then fsyncs the
+/// file (`fdatasync`), so a batch is acknowledged to the source only once
+/// its outputs are on disk.
+///
+/// ```no_run
+/// # fn main() -> Result<(), syncflow::connector::ConnectorError> {
+/// use syncflow::connector::JsonLinesSink;
+/// let fresh = JsonLinesSink::create("out.jsonl")?; // truncates
+/// let resumed = JsonLinesSink::append("out.jsonl")?; // keeps what is there
+/// # Ok(()) }
+/// ```
+pub struct JsonLinesSink {
+    path: PathBuf,
+    out: LineWriter<tokio::fs::File>,
+    fsync: bool,
+}
+
+impl std::fmt::Debug for JsonLinesSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLinesSink")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl JsonLinesSink {
+    /// Creates the file, or truncates it if it exists.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, ConnectorError> {
+        Self::open_with(path.as_ref(), false)
+    }
+
+    /// Opens the file for appending, creating it if missing: use it when a
+    /// run resumes from a checkpoint, so earlier outputs are kept.
+    pub fn append(path: impl AsRef<Path>) -> Result<Self, ConnectorError> {
+        Self::open_with(path.as_ref(), true)
+    }
+
+    fn open_with(path: &Path, append: bool) -> Result<Self, ConnectorError> {
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true);
+        if append {
+            options.append(true);
+        } else {
+            options.write(true).truncate(true);
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(ConnectorError::io(
+                "create output file",
+                path,
+                io::Error::new(io::ErrorKind::NotFound, "its directory does not exist"),
+                "create the directory first, or choose another path",
+            ));
+        }
+        let file = options.open(path).map_err(|e| {
+            ConnectorError::io(
+                "create output file",
+                path,
+                e,
+                "check that the directory exists and is writable",
+            )
+        })?;
+        Ok(JsonLinesSink {
+            path: path.to_path_buf(),
+            out: LineWriter::new(tokio::fs::File::from_std(file)),
+            fsync: true,
+        })
+    }
+
+    /// Skips the fsync at each flush (faster, but a power loss may lose
+    /// acknowledged outputs). On by default.
+    pub fn fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// The file written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl<T: Serialize + Sync> Sink<T> for JsonLinesSink {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn write(&mut self, items: &[T]) -> Result<(), ConnectorError> {
+        self.out
+            .write(items)
+            .await
+            .map_err(|e| e.into_connector(&self.path, "write to output file"))
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        let path = &self.path;
+        let fail = |e| ConnectorError::io("write to output file", path, e, "check free disk space");
+        self.out.flush().await.map_err(fail)?;
+        if self.fsync {
+            self.out.get_mut().sync_data().await.map_err(fail)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(text: &'static [u8], max: usize) -> Vec<(u64, String, Result<i64, String>)> {
+        let mut reader = LineReader::new(Box::new(text), 0, 0, None);
+        let mut out = Vec::new();
+        loop {
+            let mut batch = Batch::<i64>::default();
+            match reader.fill(&mut batch, max).await.unwrap() {
+                Read::End => break,
+                Read::Idle => panic!("a byte slice never idles"),
+                Read::Batch(()) => {}
+            }
+            assert!(batch.len() <= max);
+            for (pos, raw, payload) in batch.iter() {
+                out.push((
+                    pos,
+                    String::from_utf8(raw.to_vec()).unwrap(),
+                    payload.clone().map_err(|e| e.to_string()),
+                ));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_lines_keeps_numbers_and_skips_blank_lines() {
+        let got = read_all(b"\xef\xbb\xbf1\n2\r\n\n  \nx\n4", 2).await;
+        let got: Vec<_> = got
+            .into_iter()
+            .map(|(p, raw, v)| (p, raw, v.is_ok()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "1".into(), true),
+                (2, "2".into(), true),
+                (5, "x".into(), false),
+                (6, "4".into(), true),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn offsets_point_after_the_last_line() {
+        let text: &'static [u8] = b"1\n22\n333\n";
+        let mut reader = LineReader::new(Box::new(text), 0, 0, None);
+        let mut batch = Batch::<i64>::default();
+        reader.fill(&mut batch, 2).await.unwrap();
+        assert_eq!(reader.position(), (2, 5));
+        batch.clear();
+        reader.fill(&mut batch, 2).await.unwrap();
+        assert_eq!(reader.position(), (3, 9));
+        assert_eq!(reader.fill(&mut batch, 2).await.unwrap(), Read::End);
+    }
+
+    #[test]
+    fn checkpoint_names_are_stable_and_safe() {
+        let a = checkpoint_file_name(Path::new("data/my orders.jsonl"));
+        assert_eq!(a, checkpoint_file_name(Path::new("data/my orders.jsonl")));
+        assert!(a.starts_with("my_orders.jsonl."), "{a}");
+        assert_ne!(a, checkpoint_file_name(Path::new("other/my orders.jsonl")));
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        assert_eq!(Checkpoint::load(&path).unwrap(), None);
+        let c = Checkpoint {
+            version: 1,
+            input: "x".into(),
+            line: 7,
+            offset: 99,
+        };
+        c.store(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), Some(c));
+        std::fs::write(&path, "{").unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(err.contains("delete it"), "{err}");
+    }
+}
