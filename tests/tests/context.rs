@@ -146,8 +146,8 @@ fn context_functions_stay_callable() {
         worker: 1,
     };
     assert_eq!(locate(4, &meta), "4@s:9#1");
-    // `Res<T>` has no public constructor: a function taking one can only be
-    // called by a flow (see the report in the test suite's README).
+    // `Res<T>` has no public constructor yet: a function taking one cannot
+    // be called directly in a unit test (a gap in syncflow::context).
     let mut resources = Resources::new();
     resources.insert(Factor(2));
     assert!(resources.contains::<Factor>());
