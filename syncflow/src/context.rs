@@ -171,6 +171,11 @@ impl<T> Clone for Res<'_, T> {
 impl<T> Copy for Res<'_, T> {}
 
 impl<'a, T> Res<'a, T> {
+    /// Wraps a reference, e.g. to call a sync function directly in a unit test.
+    pub fn new(value: &'a T) -> Self {
+        Res(value)
+    }
+
     /// The resource, with the context's lifetime.
     pub fn get(self) -> &'a T {
         self.0

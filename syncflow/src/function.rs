@@ -158,7 +158,8 @@ pub struct FlowInput;
 #[diagnostic::on_unimplemented(
     message = "flow step `{Self}` cannot take `{In}`, the output of the previous step `{Prev}`",
     label = "`{Self}` does not accept `{In}`",
-    note = "each step's input type must equal the previous step's output type: change the payload parameter of `{Self}`, or put a step between `{Prev}` and `{Self}` that turns `{In}` into what `{Self}` takes"
+    note = "each step's input type must equal the previous step's output type: change the payload parameter of `{Self}`, or put a step between `{Prev}` and `{Self}` that turns `{In}` into what `{Self}` takes",
+    note = "a step that returns `Option<T>`, `Result<T, E>` or `Vec<T>` passes on `T`"
 )]
 pub trait Step<In, Prev = FlowInput>: Operator {
     /// What a successful call yields: iterated to feed the next step.
