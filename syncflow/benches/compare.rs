@@ -171,7 +171,7 @@ fn run_timings(rounds: usize) -> Vec<Row> {
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for round in 0..rounds {
-        let mut this = [0.0; 4];
+        let mut this = [0.0; w1::Kind::ALL.len()];
         for j in 0..kinds.len() {
             let i = (j + round) % kinds.len();
             let start = Instant::now();
@@ -274,6 +274,12 @@ fn run_only(spec: &str) -> u64 {
             }
             (CG_W2_BATCHES * w2::BATCH) as u64
         }
+        ["w1", "setup"] => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            w1::generate(&dir.path().join("w1.ndjson"), CG_W1_LINES).expect("W1 input written");
+            black_box(w1::variants());
+            0
+        }
         ["w1", key] => {
             let kind = *w1::Kind::ALL
                 .iter()
@@ -301,8 +307,24 @@ fn hot_fn(spec: &str) -> String {
         ["w2", steps, _] => format!("w2_flow{steps}"),
         ["w1", "hand"] => "w1_hand".into(),
         ["w1", "hand-zc"] => "w1_hand_zero_copy".into(),
+        ["w1", "runtime" | "setup"] => String::new(),
         ["w1", _] => "w1_flow_worker".into(),
         _ => unreachable!(),
+    }
+}
+
+/// Collect only inside the variant's function, except for the runtime, whose
+/// work runs on other threads: the whole process is counted, and a run that
+/// only sets up is subtracted.
+fn toggles(spec: &str) -> Vec<String> {
+    let f = hot_fn(spec);
+    if f.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            format!("--toggle-collect=*::{f}"),
+            format!("--toggle-collect=*::{f}<*"),
+        ]
     }
 }
 
@@ -314,8 +336,7 @@ fn callgrind_ir(exe: &Path, spec: &str, dir: &Path) -> Option<u64> {
         // Only inside the variant's function (and what it calls); the
         // pattern is matched against demangled names, so end it with `<`/`(`
         // free wildcards: `w1_hand` must not also match `w1_hand_zero_copy`.
-        .arg(format!("--toggle-collect=*::{}", hot_fn(spec)))
-        .arg(format!("--toggle-collect=*::{}<*", hot_fn(spec)))
+        .args(toggles(spec))
         .arg("--quiet")
         .arg(exe)
         .args(["--only", spec])
@@ -358,12 +379,17 @@ fn run_callgrind() {
         }
     }
     let mut base = None;
+    let setup = callgrind_ir(&exe, "w1:setup", dir.path());
     for kind in w1::Kind::ALL {
         let spec = format!("w1:{}", kind.key());
+        let mut ir = callgrind_ir(&exe, &spec, dir.path());
+        if kind == w1::Kind::Runtime {
+            ir = ir.zip(setup).map(|(ir, setup)| ir.saturating_sub(setup));
+        }
         report(
             "W1 (per line)",
             kind.label(),
-            callgrind_ir(&exe, &spec, dir.path()).map(|ir| ir as f64 / CG_W1_LINES as f64),
+            ir.map(|ir| ir as f64 / CG_W1_LINES as f64),
             &mut base,
         );
     }

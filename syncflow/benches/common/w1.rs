@@ -9,7 +9,11 @@
 //!   strings): what the owned-message model costs, for information;
 //! - `flow`, `flow+metrics`: the same work as a `flow!` of three
 //!   `#[sync_function]`s driven by a `Worker` over the file, without and with
-//!   the default `Metrics`.
+//!   the default `Metrics`;
+//! - `runtime`: the real runtime, file to file: `JsonLinesSource` (which
+//!   decodes each line) → `flow!(drop_debug -> project)` with the default
+//!   `Metrics` → `JsonLinesSink`, one worker (so output order is the input's),
+//!   on a multi-threaded tokio runtime as `#[tokio::main]` makes.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -18,6 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
 use syncflow::flow::{FlowDef, Worker};
 use syncflow::prelude::*;
 
@@ -197,16 +202,16 @@ pub fn flow() -> Flow<impl FlowDef<Input = String, Output = LogOut>> {
 }
 
 /// Writes each output as a compact JSON line.
-pub struct JsonLinesSink<W: Write> {
+pub struct JsonLinesEmit<W: Write> {
     w: W,
     error: Option<io::Error>,
     pub written: u64,
     pub failed: u64,
 }
 
-impl<W: Write> JsonLinesSink<W> {
+impl<W: Write> JsonLinesEmit<W> {
     pub fn new(w: W) -> Self {
-        JsonLinesSink {
+        JsonLinesEmit {
             w,
             error: None,
             written: 0,
@@ -223,7 +228,7 @@ impl<W: Write> JsonLinesSink<W> {
     }
 }
 
-impl<W: Write + Send> Emit<LogOut> for JsonLinesSink<W> {
+impl<W: Write + Send> Emit<LogOut> for JsonLinesEmit<W> {
     #[inline]
     fn emit(&mut self, item: LogOut) {
         let r = serde_json::to_writer(&mut self.w, &item)
@@ -253,7 +258,7 @@ where
     M: Monitor,
 {
     let reader = BufReader::with_capacity(IO_BUF, File::open(input)?);
-    let mut sink = JsonLinesSink::new(BufWriter::with_capacity(IO_BUF, File::create(output)?));
+    let mut sink = JsonLinesEmit::new(BufWriter::with_capacity(IO_BUF, File::create(output)?));
     let mut read = 0;
     for line in reader.lines() {
         read += 1;
@@ -272,6 +277,35 @@ where
     Ok(c)
 }
 
+/// W1 as the runtime runs it: the source decodes each line into the first
+/// step's input.
+pub fn runtime_flow() -> Flow<impl FlowDef<Input = LogRecord, Output = LogOut>> {
+    flow!(name = "w1_runtime", drop_debug -> project)
+}
+
+/// The real runtime, file to file.
+#[inline(never)]
+pub fn w1_runtime(rt: &tokio::runtime::Runtime, input: &Path, output: &Path) -> io::Result<Counts> {
+    rt.block_on(async {
+        let summary = syncflow::runtime::Runtime::new(runtime_flow())
+            .source(
+                syncflow::connector::JsonLinesSource::<LogRecord>::open(input)
+                    .map_err(io::Error::other)?,
+            )
+            .sink(syncflow::connector::JsonLinesSink::create(output).map_err(io::Error::other)?)
+            .workers(1)
+            .handle_signals(false)
+            .run()
+            .await
+            .map_err(io::Error::other)?;
+        Ok(Counts {
+            read: summary.input,
+            written: summary.output,
+            failed: summary.failed + summary.malformed,
+        })
+    })
+}
+
 /// Which implementation of W1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -279,14 +313,16 @@ pub enum Kind {
     HandZeroCopy,
     FlowBare,
     FlowMetrics,
+    Runtime,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Hand,
         Kind::HandZeroCopy,
         Kind::FlowBare,
         Kind::FlowMetrics,
+        Kind::Runtime,
     ];
 
     pub fn label(self) -> &'static str {
@@ -295,6 +331,7 @@ impl Kind {
             Kind::HandZeroCopy => "hand-written, zero-copy",
             Kind::FlowBare => "flow! Worker, no monitoring",
             Kind::FlowMetrics => "flow! Worker + Metrics",
+            Kind::Runtime => "runtime file→file + Metrics",
         }
     }
 
@@ -304,13 +341,14 @@ impl Kind {
             Kind::HandZeroCopy => "hand-zc",
             Kind::FlowBare => "flow",
             Kind::FlowMetrics => "metrics",
+            Kind::Runtime => "runtime",
         }
     }
 
     /// Lower bound on throughput relative to the hand-written loop, if any.
     pub fn target(self) -> Option<f64> {
         match self {
-            Kind::FlowBare | Kind::FlowMetrics => Some(0.9),
+            Kind::FlowBare | Kind::FlowMetrics | Kind::Runtime => Some(0.9),
             Kind::Hand | Kind::HandZeroCopy => None,
         }
     }
@@ -320,6 +358,7 @@ impl Kind {
 pub struct Variants<F: FlowDef> {
     pub bare: Worker<F, NoMonitor>,
     pub metrics: Worker<F, Metrics>,
+    pub tokio: tokio::runtime::Runtime,
 }
 
 /// Builds the W1 variants.
@@ -327,6 +366,10 @@ pub fn variants() -> Variants<impl FlowDef<Input = String, Output = LogOut>> {
     Variants {
         bare: flow().without_monitoring().worker(Arc::from("w1"), 0),
         metrics: flow().worker(Arc::from("w1"), 0),
+        tokio: tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime"),
     }
 }
 
@@ -338,6 +381,7 @@ impl<F: FlowDef<Input = String, Output = LogOut>> Variants<F> {
             Kind::HandZeroCopy => w1_hand_zero_copy(input, output),
             Kind::FlowBare => w1_flow_worker(&mut self.bare, input, output),
             Kind::FlowMetrics => w1_flow_worker(&mut self.metrics, input, output),
+            Kind::Runtime => w1_runtime(&self.tokio, input, output),
         }
     }
 }
