@@ -104,6 +104,10 @@ impl Cli {
     /// Registers a flow under `name`, runnable with `run <name>`. `make` is
     /// called once to describe the flow and once per run. The flow's input
     /// must be deserializable and its output serializable (JSON lines).
+    ///
+    /// # Panics
+    ///
+    /// If a flow is already registered under `name` (a programming error).
     pub fn flow<F, M>(
         self,
         name: &str,
@@ -119,7 +123,8 @@ impl Cli {
     }
 
     /// Registers a flow whose messages are partitioned across `--workers`
-    /// by `key`: messages with equal keys keep their order.
+    /// by `key`: messages with equal keys keep their order. Panics like
+    /// [`Cli::flow`] on a duplicate name.
     pub fn keyed_flow<F, M, K>(
         self,
         name: &str,
@@ -148,6 +153,10 @@ impl Cli {
         F::Input: DeserializeOwned + 'static,
         F::Output: Serialize + Sync + 'static,
     {
+        assert!(
+            self.flows.iter().all(|f| f.name != name),
+            "flow `{name}` is registered twice with the syncflow CLI; give each flow its own name"
+        );
         let sample = make();
         let keyed = key.is_some();
         let run: Runner = Box::new(move |options| {
@@ -285,6 +294,13 @@ impl Cli {
             batch_size: args.batch_size as usize,
             state_dir: args.state_dir,
         };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(CliError::Setup(
+                "the syncflow CLI was called from inside an async runtime; call `Cli::main` from a plain \
+                 (non-async) `fn main`, it starts its own runtime"
+                    .to_string(),
+            ));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("syncflow")

@@ -276,3 +276,13 @@ fn the_stock_binary_lists_functions_and_explains_that_it_has_no_flows() {
     assert!(err.contains("unknown flow `orders`"), "{err}");
     assert!(err.contains("Cli::new().flow("), "{err}");
 }
+
+#[tokio::test]
+async fn running_from_inside_an_async_runtime_is_refused_with_an_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let (code, _, err) = exec(&["run", "temperatures", "-i", input.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("from a plain (non-async) `fn main`"), "{err}");
+}

@@ -166,6 +166,7 @@ async fn shutdown_drains_in_flight_batches_and_the_rerun_completes_the_input() {
     assert_eq!(first.stop, StopReason::Shutdown);
     // Reading stopped soon after line 500 (bounded queues), and every batch
     // read was finished: outputs are exactly the lines read, in order.
+    eprintln!("stopped after {} of {TOTAL} lines", first.input);
     assert!(first.input >= 500 && first.input < TOTAL, "{}", first.input);
     assert_eq!(first.input % 100, 0, "only whole batches are read");
     assert_eq!(read_numbers(&output), (1..=first.input).collect::<Vec<_>>());
@@ -298,4 +299,45 @@ async fn a_truncated_input_is_refused_with_a_way_out() {
         .to_string();
     assert!(err.contains("truncated or replaced"), "{err}");
     assert!(err.contains("delete the checkpoint file"), "{err}");
+}
+
+/// A sink that accepts writes but cannot make them durable.
+struct NeverDurable;
+
+impl Sink<u64> for NeverDurable {
+    fn name(&self) -> String {
+        "never-durable".into()
+    }
+    async fn write(&mut self, _: &[u64]) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        Err(ConnectorError::Other("fsync failed".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_committed_before_the_sink_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = numbers(dir.path(), 100);
+    let state = dir.path().join("state");
+    let err = Runtime::new(flow!(pass))
+        .source(
+            JsonLinesSource::<u64>::open(&input)
+                .unwrap()
+                .state_dir(&state)
+                .unwrap(),
+        )
+        .sink(NeverDurable)
+        .batch_size(10)
+        .handle_signals(false)
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "sink `never-durable` failed: fsync failed");
+    let source = JsonLinesSource::<u64>::open(&input)
+        .unwrap()
+        .state_dir(&state)
+        .unwrap();
+    assert_eq!(source.resumed_after_line(), None);
 }

@@ -704,6 +704,31 @@ mod tests {
         assert_eq!(reader.fill(&mut batch, 2).await.unwrap(), Read::End);
     }
 
+    #[tokio::test]
+    async fn a_lingering_reader_hands_over_what_it_has() {
+        use tokio::io::AsyncWriteExt;
+        let (mut writer, reader) = tokio::io::duplex(1024);
+        let linger = Duration::from_millis(20);
+        let mut reader = LineReader::new(Box::new(reader), 0, 0, Some(linger));
+        let mut batch = Batch::<i64>::default();
+        // Nothing arrives: idle after the linger time.
+        assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::Idle);
+        // One line and a half: the line is handed over, the half is kept.
+        writer.write_all(b"1\n2").await.unwrap();
+        assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::Batch(()));
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        writer.write_all(b"2\n").await.unwrap();
+        drop(writer);
+        assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::Batch(()));
+        let values: Vec<_> = batch
+            .iter()
+            .map(|(p, _, v)| (p, v.clone().unwrap()))
+            .collect();
+        assert_eq!(values, vec![(2, 22)]);
+        assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::End);
+    }
+
     #[test]
     fn checkpoint_names_are_stable_and_safe() {
         let a = checkpoint_file_name(Path::new("data/my orders.jsonl"));

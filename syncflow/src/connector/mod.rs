@@ -86,6 +86,11 @@ pub enum Read<A> {
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a syncflow source",
+    label = "not a `Source`",
+    note = "give the runtime a source before running it: `Runtime::new(flow).source(JsonLinesSource::open(path)?)`, or implement `syncflow::connector::Source`"
+)]
 pub trait Source: Send + 'static {
     /// The decoded payload: the flow's input type.
     type Item: Send + 'static;

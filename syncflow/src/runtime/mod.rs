@@ -108,7 +108,8 @@ pub struct NoSource;
 /// Built step by step: [`Runtime::new`], then [`Runtime::source`] (required),
 /// [`Runtime::sink`] (any number; without one, outputs are counted and
 /// dropped), and options; [`Runtime::run`] drives it to the end of the input
-/// or to a shutdown.
+/// or to a shutdown. The flow's output type must be `Sync`: every sink
+/// reads the same output batch.
 ///
 /// ```
 /// use syncflow::prelude::*;

@@ -328,9 +328,18 @@ where
         batch.clear();
         let _ = pool.try_send(batch);
 
-        let out = Arc::new(out);
-        for sink in &sinks {
-            if sink.send(out.clone()).await.is_err() {
+        // The last sink gets the worker's own reference, so that whichever
+        // sink finishes last can hand the buffers back for reuse.
+        let mut out = Some(Arc::new(out));
+        for (i, sink) in sinks.iter().enumerate() {
+            let Some(shared) = (if i + 1 == sinks.len() {
+                out.take()
+            } else {
+                out.clone()
+            }) else {
+                break;
+            };
+            if sink.send(shared).await.is_err() {
                 // A sink stopped: its error is the run's error.
                 return Ok(());
             }
