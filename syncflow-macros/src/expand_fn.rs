@@ -198,13 +198,30 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
             }
         }
     } else {
-        let ex = extract(quote!(break #label));
         quote! {
-            ::core::future::ready(#label: {
-                #(#ex)*
-                let #convert_id = #convert;
-                #convert_id(#ident(#input_id #(, #arg_ids)*))
-            })
+            ::core::future::ready(<Self as #p::Step<#payload, #prev>>::call_now(self, #cx_id, #input_id))
+        }
+    };
+    // A plain fn is also callable without a future: flows whose steps are
+    // all synchronous call this directly.
+    let call_now = if is_async {
+        TokenStream::new()
+    } else {
+        let ex = extract(quote!(break #label));
+        let result_ty = respan(
+            quote!(::core::result::Result<Self::Items, #p::Failure<Self::Error>>),
+            ret_span,
+        );
+        quote! {
+            #[inline(always)]
+            fn call_now(&self, #cx_id: &#p::Context, #input_id: #payload) -> #result_ty {
+                let _ = #cx_id;
+                #label: {
+                    #(#ex)*
+                    let #convert_id = #convert;
+                    #convert_id(#ident(#input_id #(, #arg_ids)*))
+                }
+            }
         }
     };
 
@@ -230,6 +247,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     let step_body = quote! {
                 type Items = #items_ty;
                 type Error = #error_ty;
+                #call_now
                 #[inline]
                 fn call<#lt>(
                     &#lt self,

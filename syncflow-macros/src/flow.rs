@@ -197,66 +197,79 @@ fn generate(input: FlowInput) -> TokenStream {
     let first = &ops[0];
     let last = &ops[n - 1];
 
-    // Build the nested loops from the innermost (emit) outwards.
+    // Build the nested loops from the innermost (emit) outwards, twice: a
+    // synchronous body (plain `call_now` calls, used when every step is a
+    // plain fn) and an async one (`call(..).await`).
     let item = |k: usize| format_ident!("__syncflow_item{}", k, span = mixed);
-    let mut body = {
-        let x = item(n);
-        quote!(#p::Emit::emit(#out, #x);)
-    };
-    for k in (0..n).rev() {
-        let alias = &aliases[k];
-        let op = &ops[k];
-        let field = &fields[k];
-        let path = &steps[k];
-        let x_in = if k == 0 { input_id.clone() } else { item(k) };
-        let x_out = item(k + 1);
-        let step_ref = format_ident!("__syncflow_step{}", k, span = mixed);
-        let timer = format_ident!("__syncflow_timer{}", k, span = mixed);
-        let result = format_ident!("__syncflow_result{}", k, span = mixed);
-        let count = format_ident!("__syncflow_count{}", k, span = mixed);
-        let err = format_ident!("__syncflow_err{}", k, span = mixed);
-        let (input_ty, prev) = if k == 0 {
-            (quote!(#first::Input), quote!(#flow_input))
-        } else {
-            let (prev_op, prev) = (&ops[k - 1], &aliases[k - 1]);
-            (quote!(#prev_op::Output), quote!(#prev))
+    let build = |sync: bool| -> TokenStream {
+        let mut body = {
+            let x = item(n);
+            quote!(#p::Emit::emit(#out, #x);)
         };
-        // The one place where the step's input is checked: spanned at the step.
-        let step_fn = respan(
-            quote!(<#alias as #step_trait<#input_ty, #prev>>::call),
-            path.span(),
-        );
-        // The call's parentheses and its `.await` carry the step's span too
-        // (the arguments inside keep their hygiene), so that every obligation
-        // of the call is reported at the step, once.
-        let mut args = proc_macro2::Group::new(
-            proc_macro2::Delimiter::Parenthesis,
-            quote!(&#self_id.#field, #cx, #x_in),
-        );
-        args.set_span(path.span());
-        let await_ = respan(quote!(.await), path.span());
-        let index = k;
-        body = quote! {
-            let #step_ref = #p::StepRef { index: #index, info: #op::INFO };
-            let #timer = #p::Monitor::enter(#monitor, #step_ref);
-            let #result = #step_fn #args #await_;
-            #p::Monitor::exit(#monitor, #step_ref, #timer);
-            match #result {
-                ::core::result::Result::Ok(#items) => {
-                    let mut #count: usize = 0;
-                    for #x_out in #items {
-                        #count += 1;
-                        #body
+        for k in (0..n).rev() {
+            let alias = &aliases[k];
+            let op = &ops[k];
+            let field = &fields[k];
+            let path = &steps[k];
+            let x_in = if k == 0 { input_id.clone() } else { item(k) };
+            let x_out = item(k + 1);
+            let step_ref = format_ident!("__syncflow_step{}", k, span = mixed);
+            let timer = format_ident!("__syncflow_timer{}", k, span = mixed);
+            let result = format_ident!("__syncflow_result{}", k, span = mixed);
+            let count = format_ident!("__syncflow_count{}", k, span = mixed);
+            let err = format_ident!("__syncflow_err{}", k, span = mixed);
+            let (input_ty, prev) = if k == 0 {
+                (quote!(#first::Input), quote!(#flow_input))
+            } else {
+                let (prev_op, prev) = (&ops[k - 1], &aliases[k - 1]);
+                (quote!(#prev_op::Output), quote!(#prev))
+            };
+            // The one place where the step's input is checked: spanned at the
+            // step. (Both bodies carry it; rustc reports the identical error once.)
+            let method = if sync { quote!(call_now) } else { quote!(call) };
+            let step_fn = respan(
+                quote!(<#alias as #step_trait<#input_ty, #prev>>::#method),
+                path.span(),
+            );
+            // The call's parentheses and its `.await` carry the step's span too
+            // (the arguments inside keep their hygiene), so that every obligation
+            // of the call is reported at the step, once.
+            let mut args = proc_macro2::Group::new(
+                proc_macro2::Delimiter::Parenthesis,
+                quote!(&#self_id.#field, #cx, #x_in),
+            );
+            args.set_span(path.span());
+            let await_ = if sync {
+                TokenStream::new()
+            } else {
+                respan(quote!(.await), path.span())
+            };
+            let index = k;
+            body = quote! {
+                let #step_ref = #p::StepRef { index: #index, info: #op::INFO };
+                let #timer = #p::Monitor::enter(#monitor, #step_ref);
+                let #result = #step_fn #args #await_;
+                #p::Monitor::exit(#monitor, #step_ref, #timer);
+                match #result {
+                    ::core::result::Result::Ok(#items) => {
+                        let mut #count: usize = 0;
+                        for #x_out in #items {
+                            #count += 1;
+                            #body
+                        }
+                        #p::Monitor::emitted(#monitor, #step_ref, #count);
                     }
-                    #p::Monitor::emitted(#monitor, #step_ref, #count);
+                    ::core::result::Result::Err(#err) => {
+                        #p::Monitor::failed(#monitor, #step_ref, &#err);
+                        #p::Emit::fail(#out, #p::StepFailure { step: #step_ref, error: &#err });
+                    }
                 }
-                ::core::result::Result::Err(#err) => {
-                    #p::Monitor::failed(#monitor, #step_ref, &#err);
-                    #p::Emit::fail(#out, #p::StepFailure { step: #step_ref, error: &#err });
-                }
-            }
-        };
-    }
+            };
+        }
+        body
+    };
+    let sync_body = build(true);
+    let async_body = build(false);
 
     let infos = ops.iter().map(|op| quote!(#op::INFO));
     let checks = ops.iter().map(|op| quote!(#op::check(#res, #problems);));
@@ -287,6 +300,24 @@ fn generate(input: FlowInput) -> TokenStream {
                 #(#checks)*
             }
 
+            const SYNC: bool = #(!#ops::INFO.is_async)&&*;
+
+            #[allow(unused_mut, for_loops_over_fallibles, clippy::let_unit_value, clippy::unit_arg)]
+            #[inline]
+            fn process_now<#m_ty, #e_ty>(
+                &#self_id,
+                #cx: &#p::Context,
+                #monitor: &mut #m_ty,
+                #input_id: Self::Input,
+                #out: &mut #e_ty,
+            )
+            where
+                #m_ty: #p::Monitor,
+                #e_ty: #p::Emit<Self::Output>,
+            {
+                #sync_body
+            }
+
             #[allow(unused_mut, for_loops_over_fallibles, clippy::let_unit_value, clippy::unit_arg)]
             fn process<#lt, #m_ty, #e_ty>(
                 &#lt #self_id,
@@ -300,7 +331,11 @@ fn generate(input: FlowInput) -> TokenStream {
                 #e_ty: #p::Emit<Self::Output> + ::core::marker::Send,
             {
                 async move {
-                    #body
+                    if <Self as #p::FlowDef>::SYNC {
+                        #p::FlowDef::process_now(#self_id, #cx, #monitor, #input_id, #out)
+                    } else {
+                        #async_body
+                    }
                 }
             }
         }

@@ -70,7 +70,16 @@ pub trait FlowDef: Send + Sync + 'static {
     fn steps(&self) -> &'static [&'static StepInfo];
     /// Checks that every context parameter of every step can be supplied.
     fn check(&self, resources: &Resources, problems: &mut Vec<String>);
-    /// Runs one message through every step.
+    /// Whether every step is synchronous: the flow then runs through
+    /// [`FlowDef::process_now`], plain nested calls with no future at all.
+    const SYNC: bool;
+    /// Runs one message through every step, synchronously. Only valid when
+    /// [`FlowDef::SYNC`] is true (an async step would panic).
+    fn process_now<M, E>(&self, cx: &Context, monitor: &mut M, input: Self::Input, out: &mut E)
+    where
+        M: Monitor,
+        E: Emit<Self::Output>;
+    /// Runs one message through every step (any step may be async).
     fn process<'a, M, E>(
         &'a self,
         cx: &'a Context,
@@ -228,20 +237,57 @@ pub struct Worker<F, M> {
 
 impl<F: FlowDef, M: Monitor> Worker<F, M> {
     /// Runs one message (at `position` in its source) through the flow.
+    ///
+    /// When every step is synchronous ([`FlowDef::SYNC`]), the message is
+    /// processed right here, by plain calls, and the returned future is
+    /// already complete; otherwise the future runs the steps when awaited.
     #[inline]
     pub fn process<'a, E: Emit<F::Output> + Send>(
         &'a mut self,
         position: u64,
         input: F::Input,
         out: &'a mut E,
-    ) -> impl Future<Output = ()> + Send + 'a {
+    ) -> Processing<impl Future<Output = ()> + Send + 'a> {
         self.cx.meta_mut().position = position;
-        self.def.process(&self.cx, &mut self.monitor, input, out)
+        if F::SYNC {
+            self.def
+                .process_now(&self.cx, &mut self.monitor, input, out);
+            Processing { future: None }
+        } else {
+            Processing {
+                future: Some(self.def.process(&self.cx, &mut self.monitor, input, out)),
+            }
+        }
     }
 
     /// Publishes the monitor's counts (call at the end of each batch).
     pub fn flush(&mut self) {
         self.monitor.flush();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Worker::process`]: already complete for a
+    /// synchronous flow, the flow's own future otherwise.
+    #[derive(Debug)]
+    pub struct Processing<Fut> {
+        #[pin]
+        future: Option<Fut>,
+    }
+}
+
+impl<Fut: Future<Output = ()>> Future for Processing<Fut> {
+    type Output = ();
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.project().future.as_pin_mut() {
+            None => std::task::Poll::Ready(()),
+            Some(future) => future.poll(cx),
+        }
     }
 }
 

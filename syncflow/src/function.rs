@@ -172,6 +172,21 @@ pub trait Step<In, Prev = FlowInput>: Operator {
         cx: &'a Context,
         input: In,
     ) -> impl Future<Output = Result<Self::Items, Failure<Self::Error>>> + Send + 'a;
+
+    /// Calls a synchronous function directly, without a future.
+    ///
+    /// Flows whose steps are all synchronous (`Operator::INFO.is_async` is
+    /// false for each) run through this path, which compiles to the bare
+    /// call. For an `async fn` it is never called; the default panics
+    /// because calling it would be a bug in the caller.
+    #[inline(always)]
+    fn call_now(&self, cx: &Context, input: In) -> Result<Self::Items, Failure<Self::Error>> {
+        let _ = (cx, input);
+        panic!(
+            "`{}` is an async sync function: it can only be called through `Step::call`",
+            Self::INFO.name
+        )
+    }
 }
 
 /// Turning a function's return value into a step result, by shape.
