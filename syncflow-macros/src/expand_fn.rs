@@ -107,12 +107,13 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     // return type that is not what its name says (a user's own `Option`), or
     // an error type that is not `Display`, is reported once, there.
     let ret_span = ret.span();
-    let (output_ty, items_ty, error_ty, convert) = match sig.shape {
+    let (output_ty, items_ty, error_ty, convert, route) = match sig.shape {
         Shape::Map => (
             quote!(#ret),
             quote!(::core::option::Option<#ret>),
             quote!(#p::Never),
             quote!(#p::out_map::<#ret>),
+            quote!(#p::route_map::<#ret, _, _>),
         ),
         Shape::Filter => {
             let out = quote!(<#ret as #p::OptionLike>::Item);
@@ -121,6 +122,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 quote!(::core::option::Option<#out>),
                 quote!(#p::Never),
                 quote!(#p::out_filter::<#ret>),
+                quote!(#p::route_filter::<#ret, _, _>),
             )
         }
         Shape::Fallible => {
@@ -130,6 +132,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 quote!(::core::option::Option<#out>),
                 quote!(<#ret as #p::ResultLike>::Err),
                 quote!(#p::out_fallible::<#ret>),
+                quote!(#p::route_fallible::<#ret, _, _>),
             )
         }
         Shape::FallibleFilter => {
@@ -139,6 +142,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 quote!(::core::option::Option<#out>),
                 quote!(<#ret as #p::ResultLike>::Err),
                 quote!(#p::out_fallible_filter::<#ret>),
+                quote!(#p::route_fallible_filter::<#ret, _, _>),
             )
         }
         Shape::FanOut => (
@@ -146,19 +150,22 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
             quote!(#ret),
             quote!(#p::Never),
             quote!(#p::out_fan_out::<#ret>),
+            quote!(#p::route_fan_out::<#ret, _, _>),
         ),
         Shape::FallibleFanOut => (
             quote!(<<#ret as #p::ResultLike>::Ok as ::core::iter::IntoIterator>::Item),
             quote!(<#ret as #p::ResultLike>::Ok),
             quote!(<#ret as #p::ResultLike>::Err),
             quote!(#p::out_fallible_fan_out::<#ret>),
+            quote!(#p::route_fallible_fan_out::<#ret, _, _>),
         ),
     };
-    let (output_ty, items_ty, error_ty, convert) = (
+    let (output_ty, items_ty, error_ty, convert, route) = (
         respan(output_ty, ret_span),
         respan(items_ty, ret_span),
         respan(error_ty, error_span(ret)),
         respan(convert, ret_span),
+        respan(route, ret_span),
     );
     let convert_id = syn::Ident::new("__syncflow_convert", mixed);
 
@@ -166,16 +173,18 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     let arg_ids: Vec<_> = (0..sig.extras.len())
         .map(|i| syn::Ident::new(&format!("__syncflow_arg{i}"), mixed))
         .collect();
-    let extract = |early_exit: TokenStream| -> Vec<TokenStream> {
+    let extract = |early_exit: &dyn Fn(TokenStream) -> TokenStream| -> Vec<TokenStream> {
         sig.extras
             .iter()
             .zip(&arg_ids)
             .map(|(ty, id)| {
                 let from = quote_spanned!(ty.span()=> <#ty as #p::FromContext<'_>>::from_context);
+                let failed =
+                    early_exit(quote!(::core::result::Result::Err(#p::Failure::Context(#err_id))));
                 quote! {
                     let #id = match #from(#cx_id) {
                         ::core::result::Result::Ok(#ok_id) => #ok_id,
-                        ::core::result::Result::Err(#err_id) => #early_exit(::core::result::Result::Err(#p::Failure::Context(#err_id))),
+                        ::core::result::Result::Err(#err_id) => #failed,
                     };
                 }
             })
@@ -186,7 +195,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     });
 
     let body = if is_async {
-        let ex = extract(quote!(return));
+        let ex = extract(&|e| quote!(return #e));
         // `async move` at the user's `async`: a future that is not `Send`
         // is reported at the function, not at the attribute.
         let async_kw = relocate(quote!(async move), sig.async_span);
@@ -198,29 +207,61 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
             }
         }
     } else {
+        let ex = extract(&|e| quote!(break #label #e));
         quote! {
-            ::core::future::ready(<Self as #p::Step<#payload, #prev>>::call_now(self, #cx_id, #input_id))
+            ::core::future::ready(#label: {
+                #(#ex)*
+                let #convert_id = #convert;
+                #convert_id(#ident(#input_id #(, #arg_ids)*))
+            })
         }
     };
-    // A plain fn is also callable without a future: flows whose steps are
-    // all synchronous call this directly.
+    // A plain fn is also callable without a future, handing what it emits
+    // straight to the rest of the flow: flows whose steps are all
+    // synchronous run through this.
     let call_now = if is_async {
         TokenStream::new()
     } else {
-        let ex = extract(quote!(break #label));
         let result_ty = respan(
-            quote!(::core::result::Result<Self::Items, #p::Failure<Self::Error>>),
+            quote!(::core::result::Result<usize, #p::Failure<Self::Error>>),
             ret_span,
         );
+        let m = syn::Ident::new("__SyncflowM", mixed);
+        let n = syn::Ident::new("__SyncflowN", mixed);
+        let monitor = syn::Ident::new("__syncflow_monitor", mixed);
+        let step = syn::Ident::new("__syncflow_step", mixed);
+        let next = syn::Ident::new("__syncflow_next", mixed);
+        let timer = syn::Ident::new("__syncflow_timer", mixed);
+        let value = syn::Ident::new("__syncflow_value", mixed);
+        let timed = syn::Ident::new("__syncflow_timed", mixed);
+        let ex = extract(&|e| {
+            quote! {{
+                #p::exit_if(#timer, #monitor, #step);
+                return #e;
+            }}
+        });
         quote! {
             #[inline(always)]
-            fn call_now(&self, #cx_id: &#p::Context, #input_id: #payload) -> #result_ty {
+            fn call_now<#m, #n>(
+                &self,
+                #cx_id: &#p::Context,
+                #input_id: #payload,
+                #monitor: &mut #m,
+                #step: #p::StepRef,
+                #timed: bool,
+                #next: #n,
+            ) -> #result_ty
+            where
+                #m: #p::Monitor,
+                #n: ::core::ops::FnMut(&mut #m, Self::Output),
+            {
                 let _ = #cx_id;
-                #label: {
-                    #(#ex)*
-                    let #convert_id = #convert;
-                    #convert_id(#ident(#input_id #(, #arg_ids)*))
-                }
+                let #timer = #p::enter_if(#timed, #monitor, #step);
+                #(#ex)*
+                let #value = #ident(#input_id #(, #arg_ids)*);
+                #p::exit_if(#timer, #monitor, #step);
+                let #convert_id = #route;
+                #convert_id(#value, #monitor, #next)
             }
         }
     };

@@ -201,7 +201,8 @@ fn generate(input: FlowInput) -> TokenStream {
     // synchronous body (plain `call_now` calls, used when every step is a
     // plain fn) and an async one (`call(..).await`).
     let item = |k: usize| format_ident!("__syncflow_item{}", k, span = mixed);
-    let build = |sync: bool| -> TokenStream {
+    let timed = syn::Ident::new("__syncflow_timed", mixed);
+    let build = |sync: bool, timed_now: Option<bool>| -> TokenStream {
         let mut body = {
             let x = item(n);
             quote!(#p::Emit::emit(#out, #x);)
@@ -245,31 +246,56 @@ fn generate(input: FlowInput) -> TokenStream {
                 respan(quote!(.await), path.span())
             };
             let index = k;
-            body = quote! {
-                let #step_ref = #p::StepRef { index: #index, info: #op::INFO };
-                let #timer = #p::Monitor::enter(#monitor, #step_ref);
-                let #result = #step_fn #args #await_;
-                #p::Monitor::exit(#monitor, #step_ref, #timer);
-                match #result {
-                    ::core::result::Result::Ok(#items) => {
-                        let mut #count: usize = 0;
-                        for #x_out in #items {
-                            #count += 1;
-                            #body
+            body = if sync {
+                // Continuation-passing: the step calls the rest of the flow
+                // with each message it emits; the monitor is handed along.
+                let mut sync_args = proc_macro2::Group::new(
+                    proc_macro2::Delimiter::Parenthesis,
+                    quote!(&#self_id.#field, #cx, #x_in, #monitor, #step_ref, #timed_now, |#monitor: &mut #m_ty, #x_out| { #body }),
+                );
+                sync_args.set_span(path.span());
+                quote! {
+                    let #step_ref = #p::StepRef { index: #index, info: #op::INFO };
+                    match #step_fn #sync_args {
+                        ::core::result::Result::Ok(#count) => {
+                            #p::Monitor::emitted(#monitor, #step_ref, #count);
                         }
-                        #p::Monitor::emitted(#monitor, #step_ref, #count);
+                        ::core::result::Result::Err(#err) => {
+                            #p::Monitor::failed(#monitor, #step_ref, &#err);
+                            #p::Emit::fail(#out, #p::StepFailure { step: #step_ref, error: &#err });
+                        }
                     }
-                    ::core::result::Result::Err(#err) => {
-                        #p::Monitor::failed(#monitor, #step_ref, &#err);
-                        #p::Emit::fail(#out, #p::StepFailure { step: #step_ref, error: &#err });
+                }
+            } else {
+                quote! {
+                    let #step_ref = #p::StepRef { index: #index, info: #op::INFO };
+                    let #timer = #p::enter_if(#timed, #monitor, #step_ref);
+                    let #result = #step_fn #args #await_;
+                    #p::exit_if(#timer, #monitor, #step_ref);
+                    match #result {
+                        ::core::result::Result::Ok(#items) => {
+                            let mut #count: usize = 0;
+                            for #x_out in #items {
+                                #count += 1;
+                                #body
+                            }
+                            #p::Monitor::emitted(#monitor, #step_ref, #count);
+                        }
+                        ::core::result::Result::Err(#err) => {
+                            #p::Monitor::failed(#monitor, #step_ref, &#err);
+                            #p::Emit::fail(#out, #p::StepFailure { step: #step_ref, error: &#err });
+                        }
                     }
                 }
             };
         }
         body
     };
-    let sync_body = build(true);
-    let async_body = build(false);
+    // The synchronous body comes twice, with timing hooks and without, so
+    // that an untimed message pays nothing for them.
+    let sync_timed = build(true, Some(true));
+    let sync_untimed = build(true, Some(false));
+    let async_body = build(false, None);
 
     let infos = ops.iter().map(|op| quote!(#op::INFO));
     let checks = ops.iter().map(|op| quote!(#op::check(#res, #problems);));
@@ -315,7 +341,11 @@ fn generate(input: FlowInput) -> TokenStream {
                 #m_ty: #p::Monitor,
                 #e_ty: #p::Emit<Self::Output>,
             {
-                #sync_body
+                if #p::Monitor::begin(#monitor) {
+                    #sync_timed
+                } else {
+                    #sync_untimed
+                }
             }
 
             #[allow(unused_mut, for_loops_over_fallibles, clippy::let_unit_value, clippy::unit_arg)]
@@ -334,6 +364,7 @@ fn generate(input: FlowInput) -> TokenStream {
                     if <Self as #p::FlowDef>::SYNC {
                         #p::FlowDef::process_now(#self_id, #cx, #monitor, #input_id, #out)
                     } else {
+                        let #timed = #p::Monitor::begin(#monitor);
                         #async_body
                     }
                 }

@@ -221,7 +221,9 @@ impl<F: FlowDef, M: Monitor> Flow<F, M> {
         };
         for (i, input) in inputs.into_iter().enumerate() {
             out.current = i;
-            worker.process(i as u64 + 1, input, &mut out).await;
+            if let Some(pending) = worker.start(i as u64 + 1, input, &mut out) {
+                pending.await;
+            }
         }
         worker.flush();
         Ok(out)
@@ -238,56 +240,43 @@ pub struct Worker<F, M> {
 impl<F: FlowDef, M: Monitor> Worker<F, M> {
     /// Runs one message (at `position` in its source) through the flow.
     ///
-    /// When every step is synchronous ([`FlowDef::SYNC`]), the message is
-    /// processed right here, by plain calls, and the returned future is
-    /// already complete; otherwise the future runs the steps when awaited.
+    /// When every step is synchronous ([`FlowDef::SYNC`]) the message is
+    /// processed before this returns, by plain calls, and the result is
+    /// `None`; otherwise the result is the future that processes it. Callers
+    /// on the hot path use this form: `if let Some(f) = w.start(..) { f.await }`
+    /// costs a synchronous flow no future at all.
     #[inline]
-    pub fn process<'a, E: Emit<F::Output> + Send>(
+    pub fn start<'a, E: Emit<F::Output> + Send>(
         &'a mut self,
         position: u64,
         input: F::Input,
         out: &'a mut E,
-    ) -> Processing<impl Future<Output = ()> + Send + 'a> {
+    ) -> Option<impl Future<Output = ()> + Send + 'a> {
         self.cx.meta_mut().position = position;
         if F::SYNC {
             self.def
                 .process_now(&self.cx, &mut self.monitor, input, out);
-            Processing { future: None }
+            None
         } else {
-            Processing {
-                future: Some(self.def.process(&self.cx, &mut self.monitor, input, out)),
-            }
+            Some(self.def.process(&self.cx, &mut self.monitor, input, out))
+        }
+    }
+
+    /// Runs one message (at `position` in its source) through the flow.
+    pub async fn process<E: Emit<F::Output> + Send>(
+        &mut self,
+        position: u64,
+        input: F::Input,
+        out: &mut E,
+    ) {
+        if let Some(future) = self.start(position, input, out) {
+            future.await;
         }
     }
 
     /// Publishes the monitor's counts (call at the end of each batch).
     pub fn flush(&mut self) {
         self.monitor.flush();
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`Worker::process`]: already complete for a
-    /// synchronous flow, the flow's own future otherwise.
-    #[derive(Debug)]
-    pub struct Processing<Fut> {
-        #[pin]
-        future: Option<Fut>,
-    }
-}
-
-impl<Fut: Future<Output = ()>> Future for Processing<Fut> {
-    type Output = ();
-
-    #[inline]
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        match self.project().future.as_pin_mut() {
-            None => std::task::Poll::Ready(()),
-            Some(future) => future.poll(cx),
-        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::future::Future;
 
 use crate::context::{Context, ContextError, Resources};
+use crate::monitor::{Monitor, StepRef};
 
 /// How a function's return value turns into zero, one or many messages for
 /// the next step. Chosen by the macro from the return type.
@@ -173,15 +174,32 @@ pub trait Step<In, Prev = FlowInput>: Operator {
         input: In,
     ) -> impl Future<Output = Result<Self::Items, Failure<Self::Error>>> + Send + 'a;
 
-    /// Calls a synchronous function directly, without a future.
+    /// Calls a synchronous function directly, without a future, and hands
+    /// each message it emits to `next` (continuation-passing: the message
+    /// moves straight into the next step, as in a hand-written chain).
+    ///
+    /// When `timed`, the monitor's `enter`/`exit` hooks are called around the
+    /// function itself; the monitor is passed on to `next`, which runs the
+    /// rest of the flow. Returns how many messages were emitted, or the failure.
     ///
     /// Flows whose steps are all synchronous (`Operator::INFO.is_async` is
-    /// false for each) run through this path, which compiles to the bare
-    /// call. For an `async fn` it is never called; the default panics
-    /// because calling it would be a bug in the caller.
+    /// false for each) run through this path. For an `async fn` it is never
+    /// called; the default panics because calling it would be a bug in the caller.
     #[inline(always)]
-    fn call_now(&self, cx: &Context, input: In) -> Result<Self::Items, Failure<Self::Error>> {
-        let _ = (cx, input);
+    fn call_now<M, N>(
+        &self,
+        cx: &Context,
+        input: In,
+        monitor: &mut M,
+        step: StepRef,
+        timed: bool,
+        next: N,
+    ) -> Result<usize, Failure<Self::Error>>
+    where
+        M: Monitor,
+        N: FnMut(&mut M, Self::Output),
+    {
+        let _ = (cx, input, monitor, step, timed, next);
         panic!(
             "`{}` is an async sync function: it can only be called through `Step::call`",
             Self::INFO.name
@@ -193,6 +211,7 @@ pub trait Step<In, Prev = FlowInput>: Operator {
 #[doc(hidden)]
 pub mod outcome {
     use super::{Failure, Never};
+    use crate::monitor::{Monitor, StepRef};
 
     /// `Option<T>`, by any name.
     #[diagnostic::on_unimplemented(
@@ -232,6 +251,122 @@ pub mod outcome {
         #[inline(always)]
         fn into_result(self) -> Result<T, E> {
             self
+        }
+    }
+
+    /// Calls the monitor's `enter` hook when the message is timed.
+    #[inline(always)]
+    pub fn enter_if<M: Monitor>(timed: bool, monitor: &mut M, step: StepRef) -> Option<M::Timer> {
+        if timed {
+            Some(monitor.enter(step))
+        } else {
+            None
+        }
+    }
+    /// Calls the monitor's `exit` hook when the message is timed.
+    #[inline(always)]
+    pub fn exit_if<M: Monitor>(timer: Option<M::Timer>, monitor: &mut M, step: StepRef) {
+        if let Some(timer) = timer {
+            monitor.exit(step, timer);
+        }
+    }
+
+    /// `T`: one message, handed on.
+    #[inline(always)]
+    pub fn route_map<T, M, N: FnMut(&mut M, T)>(
+        v: T,
+        monitor: &mut M,
+        mut next: N,
+    ) -> Result<usize, Failure<Never>> {
+        next(monitor, v);
+        Ok(1)
+    }
+    /// `Option<T>`: zero or one message, handed on.
+    #[inline(always)]
+    pub fn route_filter<R: OptionLike, M, N: FnMut(&mut M, R::Item)>(
+        v: R,
+        monitor: &mut M,
+        mut next: N,
+    ) -> Result<usize, Failure<Never>> {
+        match v.into_option() {
+            Some(x) => {
+                next(monitor, x);
+                Ok(1)
+            }
+            None => Ok(0),
+        }
+    }
+    /// `Result<T, E>`: one message handed on, or the error.
+    #[inline(always)]
+    pub fn route_fallible<R: ResultLike, M, N: FnMut(&mut M, R::Ok)>(
+        v: R,
+        monitor: &mut M,
+        mut next: N,
+    ) -> Result<usize, Failure<R::Err>> {
+        match v.into_result() {
+            Ok(x) => {
+                next(monitor, x);
+                Ok(1)
+            }
+            Err(e) => Err(Failure::User(e)),
+        }
+    }
+    /// `Result<Option<T>, E>`.
+    #[inline(always)]
+    pub fn route_fallible_filter<R, M, N>(
+        v: R,
+        monitor: &mut M,
+        next: N,
+    ) -> Result<usize, Failure<R::Err>>
+    where
+        R: ResultLike,
+        R::Ok: OptionLike,
+        N: FnMut(&mut M, <R::Ok as OptionLike>::Item),
+    {
+        match v.into_result() {
+            Ok(x) => route_filter(x, monitor, next).map_err(|never| match never {
+                Failure::User(n) => match n {},
+                Failure::Context(c) => Failure::Context(c),
+            }),
+            Err(e) => Err(Failure::User(e)),
+        }
+    }
+    /// `Vec<T>`: every item handed on, in order.
+    #[inline(always)]
+    pub fn route_fan_out<R: IntoIterator, M, N: FnMut(&mut M, R::Item)>(
+        v: R,
+        monitor: &mut M,
+        mut next: N,
+    ) -> Result<usize, Failure<Never>> {
+        let mut n = 0;
+        for x in v {
+            n += 1;
+            next(monitor, x);
+        }
+        Ok(n)
+    }
+    /// `Result<Vec<T>, E>`.
+    #[inline(always)]
+    pub fn route_fallible_fan_out<R, M, N>(
+        v: R,
+        monitor: &mut M,
+        mut next: N,
+    ) -> Result<usize, Failure<R::Err>>
+    where
+        R: ResultLike,
+        R::Ok: IntoIterator,
+        N: FnMut(&mut M, <R::Ok as IntoIterator>::Item),
+    {
+        match v.into_result() {
+            Ok(items) => {
+                let mut n = 0;
+                for x in items {
+                    n += 1;
+                    next(monitor, x);
+                }
+                Ok(n)
+            }
+            Err(e) => Err(Failure::User(e)),
         }
     }
 

@@ -34,9 +34,19 @@ pub struct StepRef {
 pub trait Monitor: Send + 'static {
     /// What [`Monitor::enter`] hands to [`Monitor::exit`] (e.g. a start time).
     type Timer: Send;
-    /// Called before a step is called.
+    /// Called once per message, before its first step. Returns whether
+    /// [`Monitor::enter`] and [`Monitor::exit`] are called around the steps
+    /// of this message: a monitor that times one message in N returns
+    /// `true` for those only, and the other messages run without the
+    /// timing hooks. `emitted` and `failed` are always called.
+    #[inline(always)]
+    fn begin(&mut self) -> bool {
+        true
+    }
+    /// Called before a step is called (for messages [`Monitor::begin`] chose).
     fn enter(&mut self, step: StepRef) -> Self::Timer;
-    /// Called when the step's call returned (successfully or not).
+    /// Called when the step's call returned, successfully or not (for
+    /// messages [`Monitor::begin`] chose).
     fn exit(&mut self, step: StepRef, timer: Self::Timer);
     /// Called after a successful call with the number of messages it emitted
     /// (0 means the message was filtered out).
@@ -58,6 +68,10 @@ pub struct NoMonitor;
 impl Monitor for NoMonitor {
     type Timer = ();
     #[inline(always)]
+    fn begin(&mut self) -> bool {
+        false
+    }
+    #[inline(always)]
     fn enter(&mut self, _: StepRef) {}
     #[inline(always)]
     fn exit(&mut self, _: StepRef, _: ()) {}
@@ -73,6 +87,12 @@ impl Monitor for NoMonitor {
 /// Two monitors side by side (the default metrics and a user's monitor).
 impl<A: Monitor, B: Monitor> Monitor for (A, B) {
     type Timer = (A::Timer, B::Timer);
+    #[inline(always)]
+    fn begin(&mut self) -> bool {
+        let a = self.0.begin();
+        let b = self.1.begin();
+        a | b
+    }
     #[inline(always)]
     fn enter(&mut self, step: StepRef) -> Self::Timer {
         (self.0.enter(step), self.1.enter(step))
@@ -200,12 +220,21 @@ fn quantile(hist: &[u64], total: u64, q: f64) -> u64 {
     1u64 << (BUCKETS - 1)
 }
 
+/// One step's counts in one worker, between two flushes. Calls are not
+/// counted on the message path: every call ends in exactly one of
+/// `emitting` (emitted at least one message), `filtered` or `failed`.
 #[derive(Debug, Clone, Copy, Default)]
 struct Local {
-    calls: u64,
+    emitting: u64,
     out: u64,
     filtered: u64,
     failed: u64,
+}
+
+impl Local {
+    fn calls(&self) -> u64 {
+        self.emitting + self.filtered + self.failed
+    }
 }
 
 /// The default monitor: per-step counters and sampled latency.
@@ -218,11 +247,16 @@ pub struct Metrics {
     shared: Arc<FlowStats>,
     local: Vec<Local>,
     samples: Vec<[u64; BUCKETS]>,
+    /// Messages that entered the flow in this worker.
+    messages: u64,
+    /// Whether the current message's steps are being timed.
+    sampling: bool,
 }
 
 impl Metrics {
-    /// One call in this many per step has its latency measured.
-    pub const SAMPLE_EVERY: u64 = 64;
+    /// One message in this many has the latency of each of its steps
+    /// measured (the first message of a worker always is).
+    pub const SAMPLE_EVERY: u64 = 256;
 
     /// Metrics for a flow with the given steps.
     pub fn new(flow: &'static str, steps: &[&'static StepInfo]) -> Self {
@@ -230,6 +264,8 @@ impl Metrics {
             shared: Arc::new(FlowStats::new(flow, steps)),
             local: vec![Local::default(); steps.len()],
             samples: vec![[0; BUCKETS]; steps.len()],
+            messages: 0,
+            sampling: false,
         }
     }
 
@@ -239,40 +275,62 @@ impl Metrics {
     }
 }
 
+/// Reads the clock for a sampled message: kept out of line so that the
+/// message path stays small.
+#[cold]
+#[inline(never)]
+fn start_sample() -> Option<Instant> {
+    Some(Instant::now())
+}
+
+impl Metrics {
+    #[cold]
+    #[inline(never)]
+    fn record_sample(&mut self, step: usize, start: Instant) {
+        let ns = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        let bucket = (64 - ns.leading_zeros() as usize).min(BUCKETS - 1);
+        if let Some(samples) = self.samples.get_mut(step) {
+            samples[bucket] += 1;
+        }
+    }
+}
+
 impl Monitor for Metrics {
     type Timer = Option<Instant>;
 
-    #[inline]
-    fn enter(&mut self, step: StepRef) -> Option<Instant> {
-        let local = &mut self.local[step.index];
-        local.calls += 1;
-        if local.calls % Self::SAMPLE_EVERY == 1 {
-            Some(Instant::now())
-        } else {
-            None
-        }
+    #[inline(always)]
+    fn begin(&mut self) -> bool {
+        self.messages += 1;
+        self.sampling = self.messages % Self::SAMPLE_EVERY == 1;
+        self.sampling
     }
 
-    #[inline]
+    #[inline(always)]
+    fn enter(&mut self, _: StepRef) -> Option<Instant> {
+        // Also called for unsampled messages when another monitor beside
+        // this one asked for timing.
+        if self.sampling { start_sample() } else { None }
+    }
+
+    #[inline(always)]
     fn exit(&mut self, step: StepRef, timer: Option<Instant>) {
         if let Some(start) = timer {
-            let ns = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-            let bucket = (64 - ns.leading_zeros() as usize).min(BUCKETS - 1);
-            self.samples[step.index][bucket] += 1;
+            self.record_sample(step.index, start);
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn emitted(&mut self, step: StepRef, items: usize) {
         let local = &mut self.local[step.index];
         if items == 0 {
             local.filtered += 1;
         } else {
+            local.emitting += 1;
             local.out += items as u64;
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn failed(&mut self, step: StepRef, _: &dyn fmt::Display) {
         self.local[step.index].failed += 1;
     }
@@ -285,8 +343,8 @@ impl Monitor for Metrics {
             .zip(self.shared.steps.iter())
         {
             let l = std::mem::take(local);
-            if l.calls != 0 {
-                total.calls.fetch_add(l.calls, Relaxed);
+            if l.calls() != 0 {
+                total.calls.fetch_add(l.calls(), Relaxed);
                 total.out.fetch_add(l.out, Relaxed);
                 total.filtered.fetch_add(l.filtered, Relaxed);
                 total.failed.fetch_add(l.failed, Relaxed);
@@ -296,11 +354,11 @@ impl Monitor for Metrics {
                     total.latency[b].fetch_add(std::mem::take(n), Relaxed);
                 }
             }
-            if tracing::enabled!(tracing::Level::TRACE) && l.calls != 0 {
+            if tracing::enabled!(tracing::Level::TRACE) && l.calls() != 0 {
                 tracing::trace!(
                     flow = self.shared.flow,
                     step = total.info.name,
-                    calls = l.calls,
+                    calls = l.calls(),
                     out = l.out,
                     filtered = l.filtered,
                     failed = l.failed,
@@ -315,6 +373,8 @@ impl Monitor for Metrics {
             shared: self.shared.clone(),
             local: vec![Local::default(); self.local.len()],
             samples: vec![[0; BUCKETS]; self.samples.len()],
+            messages: 0,
+            sampling: false,
         }
     }
 }

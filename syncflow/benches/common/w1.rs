@@ -262,7 +262,9 @@ where
     let mut read = 0;
     for line in reader.lines() {
         read += 1;
-        poll_ready(w.process(read, line?, &mut sink));
+        if let Some(f) = w.start(read, line?, &mut sink) {
+            poll_ready(f);
+        }
         if read % BATCH == 0 {
             w.flush();
         }

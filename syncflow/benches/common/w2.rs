@@ -329,7 +329,9 @@ where
     M: Monitor,
 {
     for (i, o) in batch.into_iter().enumerate() {
-        poll_ready(w.process(i as u64 + 1, o, sink));
+        if let Some(f) = w.start(i as u64 + 1, o, sink) {
+            poll_ready(f);
+        }
     }
     w.flush();
 }

@@ -370,7 +370,9 @@ async fn process_part<F: FlowDef, M: Monitor>(
                     raw,
                     failures: 0,
                 };
-                worker.process(record.position, item, &mut emit).await;
+                if let Some(pending) = worker.start(record.position, item, &mut emit) {
+                    pending.await;
+                }
                 let failures = emit.failures;
                 let emitted = out.outputs.len() - before;
                 tally.output += emitted as u64;
