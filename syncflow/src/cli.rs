@@ -182,12 +182,18 @@ impl Cli {
     /// default `warn`, to standard error), runs the command and returns its
     /// exit code. Call it from `main`, outside any async runtime.
     pub fn main(self) -> ExitCode {
+        self.main_with_args(std::env::args_os())
+    }
+
+    /// Like [`Cli::main`], with these arguments instead of the process's
+    /// (the first is the program name): for binaries that supply defaults.
+    pub fn main_with_args<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
         init_tracing();
-        let code = self.execute(
-            std::env::args_os(),
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr(),
-        );
+        let code = self.execute(args, &mut std::io::stdout(), &mut std::io::stderr());
         ExitCode::from(code)
     }
 
@@ -641,6 +647,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     if let Some((spec, e)) = problem {
         tracing::warn!(
