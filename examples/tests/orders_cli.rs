@@ -111,3 +111,77 @@ fn functions_lists_the_example_steps() {
         .collect();
     assert!(names.windows(2).all(|w| w[0] < w[1]), "not sorted:\n{text}");
 }
+
+/// Reads standard input as a stream, then drains and exits 0 on SIGTERM.
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_a_streaming_run_and_exits_zero() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .args(["run", "orders", "--input", "-", "--output", "-"])
+        .env("SYNCFLOW_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let first = std::fs::read_to_string(data())
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    writeln!(stdin, "{first}").unwrap();
+    stdin.flush().unwrap();
+
+    // The run streams: the rows of the first event arrive while stdin is
+    // still open. (Read on a thread, so that a broken stream fails the test
+    // instead of hanging it.)
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rows) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first_row = rows.recv_timeout(Duration::from_secs(20));
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let row: OrderRow =
+        serde_json::from_str(&first_row.expect("a row while stdin is open")).unwrap();
+    assert_eq!((row.order_id, row.line_no), (1001, 1));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit 20 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    reader.join().unwrap();
+    let rest: Vec<String> = rows.try_iter().collect();
+    assert_eq!(
+        rest.len(),
+        1,
+        "the second row of order 1001 is flushed before exit: {rest:?}"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in                    1"),
+        "summary missing:\n{stderr}"
+    );
+    drop(stdin);
+}
