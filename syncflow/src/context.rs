@@ -4,7 +4,8 @@
 //! supplied by the runtime through [`FromContext`], in the style of axum
 //! extractors:
 //!
-//! - `&Meta`: where the current message came from (source, position, key);
+//! - `&Meta`: where the current message came from (source, position) and
+//!   which worker processes it;
 //! - `Res<T>`: a shared resource (a connection pool, a lookup table, a client)
 //!   registered once with `Flow::resource`;
 //! - `&Context`: both.
