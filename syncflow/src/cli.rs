@@ -335,18 +335,9 @@ impl Cli {
         let mut names: Vec<&str> = self.flows.iter().map(|f| f.name.as_str()).collect();
         names.sort();
         let closest = crate::registry::closest(name, names.iter().copied());
-        let suggestion = if closest.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; did you mean {}?",
-                closest
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )
-        };
+        let suggestion = crate::registry::did_you_mean(&closest)
+            .map(|q| format!("; {q}"))
+            .unwrap_or_default();
         CliError::Setup(format!(
             "unknown flow `{name}`{suggestion} (flows in this binary: {}; list them with the `flows` command)",
             names.join(", ")

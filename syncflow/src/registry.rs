@@ -75,18 +75,21 @@ pub enum LookupError {
 }
 
 fn suggest(closest: &[String]) -> String {
-    if closest.is_empty() {
-        "; run `syncflow functions` to list the registered ones".to_string()
-    } else {
-        format!(
-            "; did you mean {}? (if the function is in another crate, make sure the binary links it with `use that_crate as _;`)",
-            closest
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )
+    match did_you_mean(closest) {
+        None => "; run `syncflow functions` to list the registered ones".to_string(),
+        Some(question) => format!(
+            "; {question} (if the function is in another crate, make sure the binary links it with `use that_crate as _;`)"
+        ),
     }
+}
+
+/// "did you mean `a` or `b`?" for the names [`closest`] found, if any.
+pub fn did_you_mean(closest: &[String]) -> Option<String> {
+    if closest.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = closest.iter().map(|c| format!("`{c}`")).collect();
+    Some(format!("did you mean {}?", names.join(" or ")))
 }
 
 /// Up to three names within a small edit distance of `name`, closest first.
