@@ -6,7 +6,13 @@
 //! cargo bench -p syncflow --bench compare                 # timings (~1 min)
 //! cargo bench -p syncflow --bench compare -- --quick      # fewer rounds
 //! cargo bench -p syncflow --bench compare -- --callgrind  # instructions per message
+//! cargo bench -p syncflow --bench compare -- --w1         # W1 only
 //! ```
+//!
+//! W1 rows also give the CPU time of the whole process (user + system, all
+//! threads) per line and its ratio to the baseline's: the runtime runs its
+//! reader, worker and sink on several threads, so its wall-clock time can
+//! be below its CPU time.
 //!
 //! `--callgrind` re-runs this binary under `valgrind --tool=callgrind` once
 //! per variant, collecting only inside that variant's `#[inline(never)]`
@@ -31,6 +37,8 @@ const W1_LINES: u64 = 100_000;
 struct Opts {
     rounds: usize,
     callgrind: bool,
+    /// W1 only.
+    w1_only: bool,
     /// Internal: run one variant for callgrind (`w2:<steps>:<kind>` or `w1:<kind>`).
     only: Option<String>,
 }
@@ -39,6 +47,7 @@ fn opts() -> Opts {
     let mut o = Opts {
         rounds: 21,
         callgrind: false,
+        w1_only: false,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -52,6 +61,7 @@ fn opts() -> Opts {
                     .expect("--rounds takes a number")
             }
             "--callgrind" => o.callgrind = true,
+            "--w1" => o.w1_only = true,
             "--only" => o.only = args.next(),
             // Passed by `cargo bench`; filters are not supported.
             _ => {}
@@ -80,6 +90,8 @@ struct Row {
     ratio: f64,
     /// `Some((bound, is_upper_bound_on_time))`.
     target: Option<(f64, bool)>,
+    /// W1: median CPU time per message (ns) and median per-round CPU ratio.
+    cpu: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -116,10 +128,26 @@ where
     total
 }
 
-fn run_timings(rounds: usize) -> Vec<Row> {
-    let mut rows = Vec::new();
+/// CPU time of the whole process so far (user + system, every thread).
+fn cpu_time() -> Duration {
+    // SAFETY: `getrusage` only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
 
-    // W2
+fn run_timings(rounds: usize, w1_only: bool) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if !w1_only {
+        run_w2(rounds, &mut rows);
+    }
+    run_w1(rounds, &mut rows);
+    rows
+}
+
+fn run_w2(rounds: usize, rows: &mut Vec<Row>) {
     let mut chains = w2::chains();
     let template = w2::orders(w2::BATCH, 1);
     let messages = (W2_BATCHES * w2::BATCH) as f64;
@@ -150,11 +178,13 @@ fn run_timings(rounds: usize) -> Vec<Row> {
                 ns: median(&mut times[i]),
                 ratio: median(&mut ratios[i]),
                 target: kind.target().map(|t| (t, true)),
+                cpu: None,
             });
         }
     }
+}
 
-    // W1
+fn run_w1(rounds: usize, rows: &mut Vec<Row>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let input = dir.path().join("w1.ndjson");
     w1::generate(&input, W1_LINES).expect("W1 input written");
@@ -168,19 +198,26 @@ fn run_timings(rounds: usize) -> Vec<Row> {
         variants.run(*kind, &input, out).expect("W1 run");
     }
     check_same_output(&kinds.map(|k| k.label()), &outputs);
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    let n = kinds.len();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut cpu_ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
     for round in 0..rounds {
         let mut this = [0.0; w1::Kind::ALL.len()];
-        for j in 0..kinds.len() {
-            let i = (j + round) % kinds.len();
-            let start = Instant::now();
+        let mut cpu = [0.0; w1::Kind::ALL.len()];
+        for j in 0..n {
+            let i = (j + round) % n;
+            let (start, cpu_start) = (Instant::now(), cpu_time());
             variants.run(kinds[i], &input, &outputs[i]).expect("W1 run");
             this[i] = start.elapsed().as_secs_f64();
+            cpu[i] = (cpu_time() - cpu_start).as_secs_f64();
         }
-        for i in 0..kinds.len() {
+        for i in 0..n {
             times[i].push(this[i] * 1e9 / W1_LINES as f64);
             ratios[i].push(this[i] / this[0]);
+            cpus[i].push(cpu[i] * 1e9 / W1_LINES as f64);
+            cpu_ratios[i].push(cpu[i] / cpu[0]);
         }
     }
     for (i, kind) in kinds.iter().enumerate() {
@@ -190,9 +227,9 @@ fn run_timings(rounds: usize) -> Vec<Row> {
             ns: median(&mut times[i]),
             ratio: median(&mut ratios[i]),
             target: kind.target().map(|t| (t, false)),
+            cpu: Some((median(&mut cpus[i]), median(&mut cpu_ratios[i]))),
         });
     }
-    rows
 }
 
 fn check_same_output(labels: &[&str], outputs: &[PathBuf]) {
@@ -214,8 +251,16 @@ fn check_same_output(labels: &[&str], outputs: &[PathBuf]) {
 
 fn print_rows(rows: &[Row]) -> bool {
     println!(
-        "\n{:<14} {:<30} {:>10} {:>8} {:>8} {:>12}  result",
-        "workload", "variant", "ns/msg", "time×", "thrpt×", "target"
+        "\n{:<14} {:<30} {:>10} {:>8} {:>8} {:>12}  {:<6} {:>10} {:>6}",
+        "workload",
+        "variant",
+        "ns/msg",
+        "time×",
+        "thrpt×",
+        "target",
+        "result",
+        "cpu ns/msg",
+        "cpu×"
     );
     let mut ok = true;
     for r in rows {
@@ -232,19 +277,27 @@ fn print_rows(rows: &[Row]) -> bool {
             }
             None => "",
         };
+        let cpu = match r.cpu {
+            Some((ns, ratio)) => format!("{ns:>10.1} {ratio:>6.2}"),
+            None => String::new(),
+        };
         println!(
-            "{:<14} {:<30} {:>10.1} {:>8.3} {:>8.3} {:>12}  {}",
+            "{:<14} {:<30} {:>10.1} {:>8.3} {:>8.3} {:>12}  {:<6} {}",
             r.workload,
             r.label,
             r.ns,
             r.ratio,
             1.0 / r.ratio,
             target,
-            verdict
+            verdict,
+            cpu
         );
     }
     println!(
-        "\ntime× / thrpt×: median over rounds of the ratio to the hand-written baseline measured in the same round"
+        "\ntime× / thrpt×: median over rounds of the ratio to the hand-written baseline measured in the same round (wall clock)"
+    );
+    println!(
+        "cpu: process CPU time (user + system, all threads) per message; cpu×: its median per-round ratio to the baseline"
     );
     ok
 }
@@ -419,7 +472,7 @@ fn main() {
         return;
     }
     let start = Instant::now();
-    let rows = run_timings(o.rounds);
+    let rows = run_timings(o.rounds, o.w1_only);
     let ok = print_rows(&rows);
     println!(
         "{} rounds in {:.1} s",

@@ -9,18 +9,19 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Seek, SeekFrom};
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Acker, Batch, ConnectorError, DecodeError, Read, Sink};
 
 /// Bytes of input read at once.
-const READ_BUFFER: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// Encoded output buffered before it is handed to the file.
 const WRITE_BUFFER: usize = 64 * 1024;
 
@@ -28,10 +29,15 @@ const WRITE_BUFFER: usize = 64 * 1024;
 ///
 /// Blank lines are skipped (their line numbers still count). A trailing
 /// `\r` and a UTF-8 byte order mark on the first line are removed.
+///
+/// Input is read in large chunks straight into the batch's raw buffer,
+/// newlines are found with `memchr`, and each line is decoded in place: a
+/// record's raw bytes are a range of that buffer, never copied. Only the
+/// bytes after the batch's last line are carried over to the next batch.
 pub(crate) struct LineReader {
-    reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
-    /// A line split across reads (kept when a lingering read times out).
-    partial: Vec<u8>,
+    input: Input,
+    /// Bytes read but not yet split into lines (after the last batch's last line).
+    pending: Vec<u8>,
     /// Lines consumed so far (the last line's number).
     line: u64,
     /// Bytes consumed so far, from the start of the file.
@@ -41,16 +47,99 @@ pub(crate) struct LineReader {
     eof: bool,
 }
 
+/// Where a [`LineReader`]'s bytes come from.
+enum Input {
+    /// A stream (standard input, a pipe, test data): read as it comes.
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+    /// A regular file: read in large chunks on tokio's blocking pool, one
+    /// chunk ahead, so that the next chunk is being read while this one is
+    /// decoded.
+    File(FileChunks),
+}
+
+type ChunkRead = (std::fs::File, Vec<u8>, io::Result<usize>);
+
+struct FileChunks {
+    /// The file, when no read is in flight.
+    file: Option<std::fs::File>,
+    /// The read in flight: the file, the chunk buffer, bytes read.
+    ahead: Option<tokio::task::JoinHandle<ChunkRead>>,
+    /// The chunk buffer, when no read is in flight.
+    chunk: Vec<u8>,
+}
+
+impl FileChunks {
+    fn new(file: std::fs::File) -> Self {
+        FileChunks {
+            file: Some(file),
+            ahead: None,
+            chunk: Vec::new(),
+        }
+    }
+
+    /// Starts reading the next chunk in the background.
+    fn start(&mut self) {
+        let (Some(mut file), None) = (self.file.take(), self.ahead.as_ref()) else {
+            return;
+        };
+        let mut chunk = std::mem::take(&mut self.chunk);
+        self.ahead = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            if chunk.len() < READ_CHUNK {
+                chunk.resize(READ_CHUNK, 0);
+            }
+            let read = loop {
+                match file.read(&mut chunk) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            (file, chunk, read)
+        }));
+    }
+
+    /// Appends the next chunk of the file to `out` and starts reading the
+    /// one after it. Returns the bytes appended (0 at the end of the file).
+    async fn read_into(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
+        self.start();
+        let Some(ahead) = self.ahead.as_mut() else {
+            return Err(io::Error::other("the input file was lost by a failed read"));
+        };
+        // Awaited through `&mut`: if this future is dropped, the read in
+        // flight stays in `self.ahead` and nothing is lost.
+        let (file, chunk, read) = ahead.await.map_err(io::Error::other)?;
+        self.ahead = None;
+        self.file = Some(file);
+        self.chunk = chunk;
+        let n = read?;
+        out.extend_from_slice(&self.chunk[..n]);
+        if n > 0 {
+            self.start();
+        }
+        Ok(n)
+    }
+}
+
 impl LineReader {
+    /// Reads a stream as it comes (standard input, pipes, tests).
     pub(crate) fn new(
         reader: Box<dyn AsyncRead + Send + Unpin>,
         line: u64,
         offset: u64,
         linger: Option<Duration>,
     ) -> Self {
+        Self::with_input(Input::Stream(reader), line, offset, linger)
+    }
+
+    /// Reads a regular file from its current position, one chunk ahead.
+    pub(crate) fn file(file: std::fs::File, line: u64, offset: u64) -> Self {
+        Self::with_input(Input::File(FileChunks::new(file)), line, offset, None)
+    }
+
+    fn with_input(input: Input, line: u64, offset: u64, linger: Option<Duration>) -> Self {
         LineReader {
-            reader: BufReader::with_capacity(READ_BUFFER, reader),
-            partial: Vec::new(),
+            input,
+            pending: Vec::new(),
             line,
             offset,
             linger,
@@ -62,67 +151,96 @@ impl LineReader {
         (self.line, self.offset)
     }
 
-    /// Reads up to `max` records into `batch`. Returns `false` once the
-    /// input is exhausted and nothing was read.
+    /// Reads more input into `raw`; `None` when the linger time passed first.
+    async fn read_more(
+        &mut self,
+        raw: &mut Vec<u8>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> io::Result<Option<usize>> {
+        match &mut self.input {
+            Input::File(chunks) => chunks.read_into(raw).await.map(Some),
+            Input::Stream(reader) => {
+                raw.reserve(READ_CHUNK);
+                match deadline {
+                    Some(deadline) => {
+                        match tokio::time::timeout_at(deadline, reader.read_buf(raw)).await {
+                            Ok(read) => read.map(Some),
+                            Err(_elapsed) => Ok(None),
+                        }
+                    }
+                    None => reader.read_buf(raw).await.map(Some),
+                }
+            }
+        }
+    }
+
+    /// Reads up to `max` records into `batch`.
     pub(crate) async fn fill<T: DeserializeOwned>(
         &mut self,
         batch: &mut Batch<T>,
         max: usize,
     ) -> io::Result<Read<()>> {
-        if self.eof {
+        if self.eof && self.pending.is_empty() {
             return Ok(Read::End);
         }
         let deadline = self.linger.map(|l| tokio::time::Instant::now() + l);
+        // The carried-over bytes become the start of the batch's buffer.
+        let base = batch.raw.len();
+        if base == 0 {
+            std::mem::swap(&mut batch.raw, &mut self.pending);
+        } else {
+            batch.raw.extend_from_slice(&self.pending);
+            self.pending.clear();
+        }
+        // `raw[start..scan]` is the start of the next line: no newline in it.
+        let mut start = base;
+        let mut scan = base;
         let mut any_line = false;
-        while batch.len() < max {
-            let buf = match deadline {
-                // Only wait with a timer when nothing is buffered: a buffered
-                // read completes at once.
-                Some(deadline) if self.reader.buffer().is_empty() => {
-                    match tokio::time::timeout_at(deadline, self.reader.fill_buf()).await {
-                        Ok(buf) => buf?,
-                        Err(_elapsed) => break,
-                    }
-                }
-                _ => self.reader.fill_buf().await?,
-            };
-            if buf.is_empty() {
-                self.eof = true;
-                if !self.partial.is_empty() {
+        let mut result = Ok(());
+        while batch.records.len() < max {
+            if let Some(i) = memchr::memchr(b'\n', &batch.raw[scan..]) {
+                let end = scan + i;
+                self.line += 1;
+                self.offset += (end + 1 - start) as u64;
+                decode_line(self.line, start..end, batch);
+                start = end + 1;
+                scan = start;
+                any_line = true;
+                continue;
+            }
+            scan = batch.raw.len();
+            if self.eof {
+                // The last line, without a newline.
+                if start < scan {
                     self.line += 1;
-                    self.offset += self.partial.len() as u64;
-                    decode_line(self.line, &self.partial, batch);
-                    self.partial.clear();
+                    self.offset += (scan - start) as u64;
+                    decode_line(self.line, start..scan, batch);
+                    start = scan;
                     any_line = true;
                 }
                 break;
             }
-            match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    self.line += 1;
-                    let consumed = i + 1;
-                    if self.partial.is_empty() {
-                        decode_line(self.line, &buf[..i], batch);
-                        self.offset += consumed as u64;
-                    } else {
-                        self.partial.extend_from_slice(&buf[..i]);
-                        decode_line(self.line, &self.partial, batch);
-                        self.offset += (self.partial.len() + 1) as u64;
-                        self.partial.clear();
-                    }
-                    self.reader.consume(consumed);
-                    any_line = true;
-                }
-                None => {
-                    let n = buf.len();
-                    self.partial.extend_from_slice(buf);
-                    self.reader.consume(n);
+            let mut raw = std::mem::take(&mut batch.raw);
+            let read = self.read_more(&mut raw, deadline).await;
+            batch.raw = raw;
+            match read {
+                Ok(Some(0)) => self.eof = true,
+                Ok(Some(_)) => {}
+                // Lingered long enough: hand over what there is.
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
                 }
             }
         }
+        // Keep what follows the last line for the next batch.
+        self.pending.extend_from_slice(&batch.raw[start..]);
+        batch.raw.truncate(start);
+        result?;
         if any_line {
             Ok(Read::Batch(()))
-        } else if self.eof {
+        } else if self.eof && self.pending.is_empty() {
             Ok(Read::End)
         } else {
             Ok(Read::Idle)
@@ -130,17 +248,31 @@ impl LineReader {
     }
 }
 
+/// Decodes the line `batch.raw[line]` (without its `\n`) into a record that
+/// refers to it in place.
 #[inline]
-fn decode_line<T: DeserializeOwned>(line_no: u64, line: &[u8], batch: &mut Batch<T>) {
-    let mut line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line_no == 1 {
-        line = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line);
+fn decode_line<T: DeserializeOwned>(line_no: u64, line: Range<usize>, batch: &mut Batch<T>) {
+    let Range { mut start, mut end } = line;
+    let raw = &batch.raw;
+    if end > start && raw[end - 1] == b'\r' {
+        end -= 1;
     }
-    if line.iter().all(u8::is_ascii_whitespace) {
+    if line_no == 1 && raw[start..end].starts_with("\u{feff}".as_bytes()) {
+        start += 3;
+    }
+    let bytes = &raw[start..end];
+    if bytes.iter().all(u8::is_ascii_whitespace) {
         return;
     }
-    let payload = serde_json::from_slice::<T>(line).map_err(DecodeError::new);
-    batch.push(line_no, line, payload);
+    // Validate UTF-8 once, over the whole line, then let serde_json read a
+    // `str` (which it does not validate again, string by string). A line
+    // that is not UTF-8 goes through `from_slice` for serde_json's own error.
+    let payload = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<T>(text),
+        Err(_) => serde_json::from_slice::<T>(bytes),
+    }
+    .map_err(DecodeError::new);
+    batch.push_range(line_no, start..end, payload);
 }
 
 /// Reads a JSON-lines file; each line is decoded into the flow's input type.
@@ -196,7 +328,7 @@ impl<T: DeserializeOwned + Send + 'static> JsonLinesSource<T> {
         })?;
         let name: Arc<str> = Arc::from(path.display().to_string());
         Ok(JsonLinesSource {
-            reader: LineReader::new(Box::new(tokio::fs::File::from_std(file)), 0, 0, None),
+            reader: LineReader::file(file, 0, 0),
             path,
             name,
             checkpoint: None,
@@ -250,12 +382,7 @@ impl<T: DeserializeOwned + Send + 'static> JsonLinesSource<T> {
                 line = saved.line,
                 "resuming after the checkpointed line"
             );
-            self.reader = LineReader::new(
-                Box::new(tokio::fs::File::from_std(file)),
-                saved.line,
-                saved.offset,
-                None,
-            );
+            self.reader = LineReader::file(file, saved.line, saved.offset);
         }
         self.resumed = saved;
         self.checkpoint = Some(checkpoint);
@@ -727,6 +854,74 @@ mod tests {
             .collect();
         assert_eq!(values, vec![(2, 22)]);
         assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::End);
+    }
+
+    #[tokio::test]
+    async fn a_file_is_read_in_chunks_with_lines_across_chunk_boundaries() {
+        // Lines of varying length, over several read chunks, a CRLF line, a
+        // blank line, a bad line and no newline at the end.
+        let mut text = String::new();
+        let mut expected = Vec::new();
+        let mut line = 0u64;
+        while text.len() < 3 * READ_CHUNK + 1000 {
+            line += 1;
+            let value = line * 7919 % 1_000_003;
+            let pad = " ".repeat((line % 97) as usize);
+            match line % 500 {
+                7 => text.push_str(&format!("{value}{pad}\r\n")),
+                8 => {
+                    text.push_str("   \n");
+                    continue;
+                }
+                9 => {
+                    text.push_str("{oops\n");
+                    expected.push((line, "{oops".to_string(), None));
+                    continue;
+                }
+                _ => text.push_str(&format!("{value}{pad}\n")),
+            }
+            expected.push((line, format!("{value}{pad}"), Some(value as i64)));
+        }
+        line += 1;
+        text.push_str("42");
+        expected.push((line, "42".to_string(), Some(42)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, &text).unwrap();
+
+        let mut reader = LineReader::file(std::fs::File::open(&path).unwrap(), 0, 0);
+        let mut got = Vec::new();
+        let mut batch = Batch::<i64>::default();
+        loop {
+            batch.clear();
+            match reader.fill(&mut batch, 1000).await.unwrap() {
+                Read::End => break,
+                Read::Idle => panic!("a file never idles"),
+                Read::Batch(()) => {}
+            }
+            assert!(batch.len() <= 1000);
+            for (pos, raw, payload) in batch.iter() {
+                let raw = String::from_utf8(raw.to_vec()).unwrap();
+                got.push((pos, raw, payload.as_ref().ok().copied()));
+            }
+        }
+        assert_eq!(got.len(), expected.len());
+        assert_eq!(got, expected);
+        assert_eq!(reader.position(), (line, text.len() as u64));
+    }
+
+    #[test]
+    fn invalid_utf8_gets_serde_json_s_own_error() {
+        let mut batch = Batch::<String>::default();
+        batch.raw.extend_from_slice(b"\"a\xff\"");
+        let len = batch.raw.len();
+        decode_line(1, 0..len, &mut batch);
+        let (_, _, payload) = batch.iter().next().unwrap();
+        let expected = serde_json::from_slice::<String>(b"\"a\xff\"").unwrap_err();
+        assert_eq!(
+            payload.as_ref().unwrap_err().message(),
+            expected.to_string()
+        );
     }
 
     #[test]

@@ -262,6 +262,21 @@ impl<T> Batch<T> {
         });
     }
 
+    /// Adds a record whose raw bytes are already in the raw buffer.
+    #[inline]
+    pub(crate) fn push_range(
+        &mut self,
+        position: u64,
+        raw: Range<usize>,
+        payload: Result<T, DecodeError>,
+    ) {
+        self.records.push(Record {
+            position,
+            raw,
+            payload,
+        });
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.records.len()
