@@ -39,6 +39,8 @@ struct Opts {
     callgrind: bool,
     /// W1 only.
     w1_only: bool,
+    /// Lines of W1 input for `--only` (default [`CG_W1_LINES`]).
+    lines: u64,
     /// Internal: run one variant for callgrind (`w2:<steps>:<kind>` or `w1:<kind>`).
     only: Option<String>,
 }
@@ -48,6 +50,7 @@ fn opts() -> Opts {
         rounds: 21,
         callgrind: false,
         w1_only: false,
+        lines: CG_W1_LINES,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -63,6 +66,12 @@ fn opts() -> Opts {
             "--callgrind" => o.callgrind = true,
             "--w1" => o.w1_only = true,
             "--only" => o.only = args.next(),
+            "--lines" => {
+                o.lines = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--lines takes a number")
+            }
             // Passed by `cargo bench`; filters are not supported.
             _ => {}
         }
@@ -309,7 +318,7 @@ const CG_W2_BATCHES: usize = 16;
 const CG_W1_LINES: u64 = 20_000;
 
 /// Runs one variant, for callgrind. Returns the messages it processed.
-fn run_only(spec: &str) -> u64 {
+fn run_only(spec: &str, lines: u64) -> u64 {
     let parts: Vec<&str> = spec.split(':').collect();
     match parts.as_slice() {
         ["w2", steps, key] => {
@@ -329,7 +338,7 @@ fn run_only(spec: &str) -> u64 {
         }
         ["w1", "setup"] => {
             let dir = tempfile::tempdir().expect("a temporary directory");
-            w1::generate(&dir.path().join("w1.ndjson"), CG_W1_LINES).expect("W1 input written");
+            w1::generate(&dir.path().join("w1.ndjson"), lines).expect("W1 input written");
             black_box(w1::variants());
             0
         }
@@ -340,12 +349,12 @@ fn run_only(spec: &str) -> u64 {
                 .expect("w1 kind");
             let dir = tempfile::tempdir().expect("a temporary directory");
             let input = dir.path().join("w1.ndjson");
-            w1::generate(&input, CG_W1_LINES).expect("W1 input written");
+            w1::generate(&input, lines).expect("W1 input written");
             let mut variants = w1::variants();
             variants
                 .run(kind, &input, &dir.path().join("out"))
                 .expect("W1 run");
-            CG_W1_LINES
+            lines
         }
         _ => panic!("--only w2:<5|12>:<kind> or w1:<kind>"),
     }
@@ -464,7 +473,7 @@ fn report(workload: &str, label: &str, per_msg: Option<f64>, base: &mut Option<f
 fn main() {
     let o = opts();
     if let Some(spec) = &o.only {
-        black_box(run_only(spec));
+        black_box(run_only(spec, o.lines));
         return;
     }
     if o.callgrind {

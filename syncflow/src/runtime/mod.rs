@@ -176,7 +176,7 @@ where
     F::Output: Sync + 'static,
 {
     /// Records per source batch, by default.
-    pub const DEFAULT_BATCH_SIZE: usize = 1024;
+    pub const DEFAULT_BATCH_SIZE: usize = 4096;
     /// Batches queued per worker and per sink, by default.
     pub const DEFAULT_QUEUE_DEPTH: usize = 4;
 

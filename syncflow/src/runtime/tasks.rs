@@ -185,6 +185,12 @@ pub(crate) async fn read_loop<S: Source>(setup: ReaderSetup<S>) -> Result<StopRe
                 {
                     return Ok(StopReason::Failed);
                 }
+                // Let the worker just woken start on this thread while
+                // another thread takes over the reader: without this, tokio
+                // keeps the woken worker in this thread's LIFO slot (where
+                // no other thread can steal it) until the reader yields, and
+                // the two run one after the other instead of side by side.
+                tokio::task::yield_now().await;
                 continue;
             }
         };
@@ -221,6 +227,7 @@ pub(crate) async fn read_loop<S: Source>(setup: ReaderSetup<S>) -> Result<StopRe
                 return Ok(StopReason::Failed);
             }
         }
+        tokio::task::yield_now().await;
     }
 }
 
