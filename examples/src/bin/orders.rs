@@ -44,6 +44,12 @@ fn main() -> ExitCode {
         .join("target/orders-dead-letters.jsonl");
     // The dead-letter file is appended to: start the demo with a fresh one.
     let _ = std::fs::remove_file(&dead);
+    if let Some(dir) = dead.parent()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("cannot create {} for the dead letters: {e}", dir.display());
+        return ExitCode::from(2);
+    }
     eprintln!("running the `orders` flow over {}", input.display());
     let code = cli.main_with_args([
         "orders".as_ref(),
