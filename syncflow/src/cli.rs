@@ -506,7 +506,7 @@ struct RunArgs {
     #[arg(short, long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: u32,
     /// Records per batch
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = crate::runtime::DEFAULT_BATCH_SIZE as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch_size: u32,
     /// Keep the input's checkpoint in this directory and resume from it
     #[arg(long, value_name = "DIR")]

@@ -99,6 +99,11 @@ enum DeadLetterTarget<O> {
     Sink(SinkEntry<O>),
 }
 
+/// Records per source batch unless [`Runtime::batch_size`] says otherwise:
+/// large enough that hand-overs between tasks and sink flushes are rare,
+/// small enough that a batch of ~200-byte records stays around a megabyte.
+pub const DEFAULT_BATCH_SIZE: usize = 4096;
+
 /// The runtime has no source yet: call [`Runtime::source`].
 #[derive(Debug, Clone, Copy)]
 pub struct NoSource;
@@ -175,8 +180,8 @@ where
     F::Input: 'static,
     F::Output: Sync + 'static,
 {
-    /// Records per source batch, by default.
-    pub const DEFAULT_BATCH_SIZE: usize = 4096;
+    /// Records per source batch, by default ([`DEFAULT_BATCH_SIZE`]).
+    pub const DEFAULT_BATCH_SIZE: usize = DEFAULT_BATCH_SIZE;
     /// Batches queued per worker and per sink, by default.
     pub const DEFAULT_QUEUE_DEPTH: usize = 4;
 
