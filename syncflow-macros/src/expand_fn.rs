@@ -253,7 +253,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
             ) -> #result_ty
             where
                 #m: #p::Monitor,
-                #n: ::core::ops::FnMut(&mut #m, Self::Output),
+                #n: ::core::ops::FnMut(Self::Output, &mut #m),
             {
                 let _ = #cx_id;
                 let #timer = #p::enter_if(#timed, #monitor, #step);

@@ -251,7 +251,7 @@ fn generate(input: FlowInput) -> TokenStream {
                 // with each message it emits; the monitor is handed along.
                 let mut sync_args = proc_macro2::Group::new(
                     proc_macro2::Delimiter::Parenthesis,
-                    quote!(&#self_id.#field, #cx, #x_in, #monitor, #step_ref, #timed_now, |#monitor: &mut #m_ty, #x_out| { #body }),
+                    quote!(&#self_id.#field, #cx, #x_in, #monitor, #step_ref, #timed_now, |#x_out, #monitor: &mut #m_ty| { #body }),
                 );
                 sync_args.set_span(path.span());
                 quote! {

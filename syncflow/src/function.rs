@@ -197,7 +197,7 @@ pub trait Step<In, Prev = FlowInput>: Operator {
     ) -> Result<usize, Failure<Self::Error>>
     where
         M: Monitor,
-        N: FnMut(&mut M, Self::Output),
+        N: FnMut(Self::Output, &mut M),
     {
         let _ = (cx, input, monitor, step, timed, next);
         panic!(
@@ -273,24 +273,24 @@ pub mod outcome {
 
     /// `T`: one message, handed on.
     #[inline(always)]
-    pub fn route_map<T, M, N: FnMut(&mut M, T)>(
+    pub fn route_map<T, M, N: FnMut(T, &mut M)>(
         v: T,
         monitor: &mut M,
         mut next: N,
     ) -> Result<usize, Failure<Never>> {
-        next(monitor, v);
+        next(v, monitor);
         Ok(1)
     }
     /// `Option<T>`: zero or one message, handed on.
     #[inline(always)]
-    pub fn route_filter<R: OptionLike, M, N: FnMut(&mut M, R::Item)>(
+    pub fn route_filter<R: OptionLike, M, N: FnMut(R::Item, &mut M)>(
         v: R,
         monitor: &mut M,
         mut next: N,
     ) -> Result<usize, Failure<Never>> {
         match v.into_option() {
             Some(x) => {
-                next(monitor, x);
+                next(x, monitor);
                 Ok(1)
             }
             None => Ok(0),
@@ -298,14 +298,14 @@ pub mod outcome {
     }
     /// `Result<T, E>`: one message handed on, or the error.
     #[inline(always)]
-    pub fn route_fallible<R: ResultLike, M, N: FnMut(&mut M, R::Ok)>(
+    pub fn route_fallible<R: ResultLike, M, N: FnMut(R::Ok, &mut M)>(
         v: R,
         monitor: &mut M,
         mut next: N,
     ) -> Result<usize, Failure<R::Err>> {
         match v.into_result() {
             Ok(x) => {
-                next(monitor, x);
+                next(x, monitor);
                 Ok(1)
             }
             Err(e) => Err(Failure::User(e)),
@@ -321,7 +321,7 @@ pub mod outcome {
     where
         R: ResultLike,
         R::Ok: OptionLike,
-        N: FnMut(&mut M, <R::Ok as OptionLike>::Item),
+        N: FnMut(<R::Ok as OptionLike>::Item, &mut M),
     {
         match v.into_result() {
             Ok(x) => route_filter(x, monitor, next).map_err(|never| match never {
@@ -333,7 +333,7 @@ pub mod outcome {
     }
     /// `Vec<T>`: every item handed on, in order.
     #[inline(always)]
-    pub fn route_fan_out<R: IntoIterator, M, N: FnMut(&mut M, R::Item)>(
+    pub fn route_fan_out<R: IntoIterator, M, N: FnMut(R::Item, &mut M)>(
         v: R,
         monitor: &mut M,
         mut next: N,
@@ -341,7 +341,7 @@ pub mod outcome {
         let mut n = 0;
         for x in v {
             n += 1;
-            next(monitor, x);
+            next(x, monitor);
         }
         Ok(n)
     }
@@ -355,14 +355,14 @@ pub mod outcome {
     where
         R: ResultLike,
         R::Ok: IntoIterator,
-        N: FnMut(&mut M, <R::Ok as IntoIterator>::Item),
+        N: FnMut(<R::Ok as IntoIterator>::Item, &mut M),
     {
         match v.into_result() {
             Ok(items) => {
                 let mut n = 0;
                 for x in items {
                     n += 1;
-                    next(monitor, x);
+                    next(x, monitor);
                 }
                 Ok(n)
             }
