@@ -122,7 +122,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 quote!(::core::option::Option<#out>),
                 quote!(#p::Never),
                 quote!(#p::out_filter::<#ret>),
-                quote!(#p::route_filter::<#ret, _, _>),
+                quote!(#p::route_filter::<<#ret as #p::OptionLike>::Item, _, _>),
             )
         }
         Shape::Fallible => {
@@ -132,7 +132,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 quote!(::core::option::Option<#out>),
                 quote!(<#ret as #p::ResultLike>::Err),
                 quote!(#p::out_fallible::<#ret>),
-                quote!(#p::route_fallible::<#ret, _, _>),
+                quote!(#p::route_fallible::<<#ret as #p::ResultLike>::Ok, <#ret as #p::ResultLike>::Err, _, _>),
             )
         }
         Shape::FallibleFilter => {
@@ -234,12 +234,13 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
         let timer = syn::Ident::new("__syncflow_timer", mixed);
         let value = syn::Ident::new("__syncflow_value", mixed);
         let timed = syn::Ident::new("__syncflow_timed", mixed);
-        let ex = extract(&|e| {
+        let ex_timed = extract(&|e| {
             quote! {{
-                #p::exit_if(#timer, #monitor, #step);
+                #p::Monitor::exit(#monitor, #step, #timer);
                 return #e;
             }}
         });
+        let ex_untimed = extract(&|e| quote!(return #e));
         quote! {
             #[inline(always)]
             fn call_now<#m, #n>(
@@ -256,12 +257,19 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                 #n: ::core::ops::FnMut(Self::Output, &mut #m),
             {
                 let _ = #cx_id;
-                let #timer = #p::enter_if(#timed, #monitor, #step);
-                #(#ex)*
-                let #value = #ident(#input_id #(, #arg_ids)*);
-                #p::exit_if(#timer, #monitor, #step);
-                let #convert_id = #route;
-                #convert_id(#value, #monitor, #next)
+                // Two branches, so that an untimed call hands the function's
+                // value straight to `route`: anything in between (even hooks
+                // that compile to nothing) costs a copy of the message.
+                if #timed {
+                    let #timer = #p::Monitor::enter(#monitor, #step);
+                    #(#ex_timed)*
+                    let #value = #ident(#input_id #(, #arg_ids)*);
+                    #p::Monitor::exit(#monitor, #step, #timer);
+                    #route(#value, #monitor, #next)
+                } else {
+                    #(#ex_untimed)*
+                    #route(#ident(#input_id #(, #arg_ids)*), #monitor, #next)
+                }
             }
         }
     };

@@ -164,6 +164,11 @@ impl<F: FlowDef, M: Monitor> Flow<F, M> {
         self
     }
 
+    /// The flow's definition: what `flow!` generated.
+    pub fn def(&self) -> &F {
+        &self.def
+    }
+
     /// The flow's name.
     pub fn name(&self) -> &'static str {
         self.def.name()

