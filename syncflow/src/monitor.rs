@@ -221,20 +221,14 @@ fn quantile(hist: &[u64], total: u64, q: f64) -> u64 {
 }
 
 /// One step's counts in one worker, between two flushes. Calls are not
-/// counted on the message path: every call ends in exactly one of
-/// `emitting` (emitted at least one message), `filtered` or `failed`.
+/// counted on the message path: step 0 is called once per message
+/// ([`Monitor::begin`] counts those), and step `k` once per message that
+/// step `k - 1` emitted.
 #[derive(Debug, Clone, Copy, Default)]
 struct Local {
-    emitting: u64,
     out: u64,
     filtered: u64,
     failed: u64,
-}
-
-impl Local {
-    fn calls(&self) -> u64 {
-        self.emitting + self.filtered + self.failed
-    }
 }
 
 /// The default monitor: per-step counters and sampled latency.
@@ -247,7 +241,9 @@ pub struct Metrics {
     shared: Arc<FlowStats>,
     local: Vec<Local>,
     samples: Vec<[u64; BUCKETS]>,
-    /// Messages that entered the flow in this worker.
+    /// Messages to go until the next timed one (1: the next message).
+    until_sample: u64,
+    /// Messages begun since the last flush (the calls of step 0).
     messages: u64,
     /// Whether the current message's steps are being timed.
     sampling: bool,
@@ -264,6 +260,7 @@ impl Metrics {
             shared: Arc::new(FlowStats::new(flow, steps)),
             local: vec![Local::default(); steps.len()],
             samples: vec![[0; BUCKETS]; steps.len()],
+            until_sample: 1,
             messages: 0,
             sampling: false,
         }
@@ -301,7 +298,11 @@ impl Monitor for Metrics {
     #[inline(always)]
     fn begin(&mut self) -> bool {
         self.messages += 1;
-        self.sampling = self.messages % Self::SAMPLE_EVERY == 1;
+        self.until_sample -= 1;
+        self.sampling = self.until_sample == 0;
+        if self.sampling {
+            self.until_sample = Self::SAMPLE_EVERY;
+        }
         self.sampling
     }
 
@@ -325,7 +326,6 @@ impl Monitor for Metrics {
         if items == 0 {
             local.filtered += 1;
         } else {
-            local.emitting += 1;
             local.out += items as u64;
         }
     }
@@ -336,6 +336,8 @@ impl Monitor for Metrics {
     }
 
     fn flush(&mut self) {
+        // Calls of step k: the messages begun for step 0, else what step k-1 emitted.
+        let mut calls = std::mem::take(&mut self.messages);
         for ((local, samples), total) in self
             .local
             .iter_mut()
@@ -343,8 +345,9 @@ impl Monitor for Metrics {
             .zip(self.shared.steps.iter())
         {
             let l = std::mem::take(local);
-            if l.calls() != 0 {
-                total.calls.fetch_add(l.calls(), Relaxed);
+            let step_calls = std::mem::replace(&mut calls, l.out);
+            if step_calls != 0 {
+                total.calls.fetch_add(step_calls, Relaxed);
                 total.out.fetch_add(l.out, Relaxed);
                 total.filtered.fetch_add(l.filtered, Relaxed);
                 total.failed.fetch_add(l.failed, Relaxed);
@@ -354,11 +357,11 @@ impl Monitor for Metrics {
                     total.latency[b].fetch_add(std::mem::take(n), Relaxed);
                 }
             }
-            if tracing::enabled!(tracing::Level::TRACE) && l.calls() != 0 {
+            if tracing::enabled!(tracing::Level::TRACE) && step_calls != 0 {
                 tracing::trace!(
                     flow = self.shared.flow,
                     step = total.info.name,
-                    calls = l.calls(),
+                    calls = step_calls,
                     out = l.out,
                     filtered = l.filtered,
                     failed = l.failed,
@@ -373,6 +376,7 @@ impl Monitor for Metrics {
             shared: self.shared.clone(),
             local: vec![Local::default(); self.local.len()],
             samples: vec![[0; BUCKETS]; self.samples.len()],
+            until_sample: 1,
             messages: 0,
             sampling: false,
         }
