@@ -231,6 +231,44 @@ struct Local {
     failed: u64,
 }
 
+/// Steps whose counters live in a fixed-size array: generated code indexes
+/// them with constants, which then need no bounds check.
+const INLINE_STEPS: usize = 32;
+
+/// Per-step counters of one worker.
+#[derive(Debug, Clone)]
+struct Counts {
+    head: Box<[Local; INLINE_STEPS]>,
+    tail: Vec<Local>,
+    len: usize,
+}
+
+impl Counts {
+    fn new(len: usize) -> Self {
+        Counts {
+            head: Box::new([Local::default(); INLINE_STEPS]),
+            tail: vec![Local::default(); len.saturating_sub(INLINE_STEPS)],
+            len,
+        }
+    }
+
+    #[inline(always)]
+    fn get(&mut self, step: usize) -> Option<&mut Local> {
+        if step < INLINE_STEPS {
+            Some(&mut self.head[step])
+        } else {
+            self.tail.get_mut(step - INLINE_STEPS)
+        }
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Local> {
+        self.head
+            .iter_mut()
+            .chain(self.tail.iter_mut())
+            .take(self.len)
+    }
+}
+
 /// The default monitor: per-step counters and sampled latency.
 ///
 /// Counting is done in plain integers owned by the worker and published to
@@ -239,7 +277,7 @@ struct Local {
 #[derive(Debug)]
 pub struct Metrics {
     shared: Arc<FlowStats>,
-    local: Vec<Local>,
+    local: Counts,
     samples: Vec<[u64; BUCKETS]>,
     /// Messages to go until the next timed one (1: the next message).
     until_sample: u64,
@@ -258,7 +296,7 @@ impl Metrics {
     pub fn new(flow: &'static str, steps: &[&'static StepInfo]) -> Self {
         Metrics {
             shared: Arc::new(FlowStats::new(flow, steps)),
-            local: vec![Local::default(); steps.len()],
+            local: Counts::new(steps.len()),
             samples: vec![[0; BUCKETS]; steps.len()],
             until_sample: 1,
             messages: 0,
@@ -322,17 +360,20 @@ impl Monitor for Metrics {
 
     #[inline(always)]
     fn emitted(&mut self, step: StepRef, items: usize) {
-        let local = &mut self.local[step.index];
-        if items == 0 {
-            local.filtered += 1;
-        } else {
-            local.out += items as u64;
+        if let Some(local) = self.local.get(step.index) {
+            if items == 0 {
+                local.filtered += 1;
+            } else {
+                local.out += items as u64;
+            }
         }
     }
 
     #[inline(always)]
     fn failed(&mut self, step: StepRef, _: &dyn fmt::Display) {
-        self.local[step.index].failed += 1;
+        if let Some(local) = self.local.get(step.index) {
+            local.failed += 1;
+        }
     }
 
     fn flush(&mut self) {
@@ -346,11 +387,15 @@ impl Monitor for Metrics {
         {
             let l = std::mem::take(local);
             let step_calls = std::mem::replace(&mut calls, l.out);
-            if step_calls != 0 {
-                total.calls.fetch_add(step_calls, Relaxed);
-                total.out.fetch_add(l.out, Relaxed);
-                total.filtered.fetch_add(l.filtered, Relaxed);
-                total.failed.fetch_add(l.failed, Relaxed);
+            for (counter, n) in [
+                (&total.calls, step_calls),
+                (&total.out, l.out),
+                (&total.filtered, l.filtered),
+                (&total.failed, l.failed),
+            ] {
+                if n != 0 {
+                    counter.fetch_add(n, Relaxed);
+                }
             }
             for (b, n) in samples.iter_mut().enumerate() {
                 if *n != 0 {
@@ -374,7 +419,7 @@ impl Monitor for Metrics {
     fn fork(&self) -> Self {
         Metrics {
             shared: self.shared.clone(),
-            local: vec![Local::default(); self.local.len()],
+            local: Counts::new(self.local.len),
             samples: vec![[0; BUCKETS]; self.samples.len()],
             until_sample: 1,
             messages: 0,
@@ -386,5 +431,57 @@ impl Monitor for Metrics {
 impl Drop for Metrics {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::function::Shape;
+
+    static INFO: StepInfo = StepInfo {
+        name: "step",
+        fn_name: "step",
+        module: "tests",
+        doc: "",
+        file: file!(),
+        line: line!(),
+        is_async: false,
+        shape: Shape::Filter,
+        input: || "u32",
+        output: || "u32",
+    };
+
+    #[test]
+    fn counts_steps_beyond_the_inline_array() {
+        let steps = vec![&INFO; INLINE_STEPS + 8];
+        let mut m = Metrics::new("long", &steps);
+        assert!(m.begin(), "the first message is timed");
+        for index in [0, INLINE_STEPS - 1, INLINE_STEPS, INLINE_STEPS + 7] {
+            let step = StepRef { index, info: &INFO };
+            m.emitted(step, 2);
+            m.emitted(step, 0);
+            m.failed(step, &"boom");
+        }
+        m.flush();
+        let stats = m.stats().snapshot();
+        assert_eq!(stats.len(), INLINE_STEPS + 8);
+        for index in [0, INLINE_STEPS - 1, INLINE_STEPS, INLINE_STEPS + 7] {
+            let s = &stats[index];
+            assert_eq!((s.out, s.filtered, s.failed), (2, 1, 1), "step {index}");
+        }
+        assert_eq!(stats[1].out, 0);
+        // Calls: one message entered step 0; step k was called once per
+        // message step k-1 emitted.
+        assert_eq!(stats[0].calls, 1);
+        assert_eq!(stats[INLINE_STEPS].calls, 2);
+        assert_eq!(stats[INLINE_STEPS + 1].calls, 2);
+    }
+
+    #[test]
+    fn one_message_in_sample_every_is_timed() {
+        let mut m = Metrics::new("t", &[&INFO]);
+        let timed = (0..3 * Metrics::SAMPLE_EVERY).filter(|_| m.begin()).count();
+        assert_eq!(timed, 3);
     }
 }
