@@ -455,25 +455,21 @@ where
             error,
         },
     };
-    let mut pending: Vec<u64> = Vec::with_capacity(MAX_UNFLUSHED);
-    let mut unflushed = 0u64;
+    let mut unconfirmed = Unconfirmed {
+        pending: Vec::with_capacity(MAX_UNFLUSHED),
+        unflushed: 0,
+        done,
+        role,
+        counters,
+    };
     loop {
-        let next = if pending.is_empty() {
+        let next = if unconfirmed.pending.is_empty() {
             input.recv().await
         } else {
             match input.try_recv() {
                 Ok(batch) => Some(batch),
                 Err(TryRecvError::Empty) => {
-                    confirm::<T, K>(
-                        &mut sink,
-                        &mut pending,
-                        &mut unflushed,
-                        &done,
-                        role,
-                        &counters,
-                    )
-                    .await
-                    .map_err(fail)?;
+                    unconfirmed.confirm(&mut sink).await.map_err(fail)?;
                     continue;
                 }
                 Err(TryRecvError::Disconnected) => None,
@@ -483,9 +479,9 @@ where
         let items = pick(&batch);
         if !items.is_empty() {
             sink.write(items).await.map_err(fail)?;
-            unflushed += items.len() as u64;
+            unconfirmed.unflushed += items.len() as u64;
         }
-        pending.push(batch.seq);
+        unconfirmed.pending.push(batch.seq);
         if let Some(mut batch) = Arc::into_inner(batch) {
             batch.outputs.clear();
             batch.dead.clear();
@@ -493,55 +489,48 @@ where
                 let _ = back.try_send(batch);
             }
         }
-        if pending.len() >= MAX_UNFLUSHED {
-            confirm::<T, K>(
-                &mut sink,
-                &mut pending,
-                &mut unflushed,
-                &done,
-                role,
-                &counters,
-            )
-            .await
-            .map_err(fail)?;
+        if unconfirmed.pending.len() >= MAX_UNFLUSHED {
+            unconfirmed.confirm(&mut sink).await.map_err(fail)?;
         }
     }
-    if !pending.is_empty() {
-        confirm::<T, K>(
-            &mut sink,
-            &mut pending,
-            &mut unflushed,
-            &done,
-            role,
-            &counters,
-        )
-        .await
-        .map_err(fail)?;
+    if !unconfirmed.pending.is_empty() {
+        unconfirmed.confirm(&mut sink).await.map_err(fail)?;
     }
     Ok(())
 }
 
-/// Flushes what was written (if anything), then confirms the batches.
-async fn confirm<T: Sync, K: Sink<T>>(
-    sink: &mut K,
-    pending: &mut Vec<u64>,
-    unflushed: &mut u64,
-    done: &UnboundedSender<u64>,
+/// What a sink task has written but not yet confirmed.
+struct Unconfirmed {
+    /// Sequence numbers of the batches written since the last confirmation.
+    pending: Vec<u64>,
+    /// Items written since the last flush.
+    unflushed: u64,
+    done: UnboundedSender<u64>,
     role: SinkRole,
-    counters: &Counters,
-) -> Result<(), crate::connector::ConnectorError> {
-    if *unflushed > 0 {
-        Sink::<T>::flush(sink).await?;
-        if role == SinkRole::DeadLetter {
-            counters.dead_lettered.fetch_add(*unflushed, Relaxed);
+    counters: Arc<Counters>,
+}
+
+impl Unconfirmed {
+    /// Flushes what was written (if anything), then confirms the batches.
+    async fn confirm<T: Sync, K: Sink<T>>(
+        &mut self,
+        sink: &mut K,
+    ) -> Result<(), crate::connector::ConnectorError> {
+        if self.unflushed > 0 {
+            Sink::<T>::flush(sink).await?;
+            if self.role == SinkRole::DeadLetter {
+                self.counters
+                    .dead_lettered
+                    .fetch_add(self.unflushed, Relaxed);
+            }
+            self.unflushed = 0;
         }
-        *unflushed = 0;
+        for seq in self.pending.drain(..) {
+            // If the acknowledgement task is gone, the run is failing already.
+            let _ = self.done.send(seq);
+        }
+        Ok(())
     }
-    for seq in pending.drain(..) {
-        // If the acknowledgement task is gone, the run is failing already.
-        let _ = done.send(seq);
-    }
-    Ok(())
 }
 
 pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
