@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use crate::function::StepInfo;
+use crate::function::{Shape, StepInfo};
 
 /// Which step of which flow a hook is about.
 #[derive(Debug, Clone, Copy)]
@@ -223,7 +223,8 @@ fn quantile(hist: &[u64], total: u64, q: f64) -> u64 {
 /// One step's counts in one worker, between two flushes. Calls are not
 /// counted on the message path: step 0 is called once per message
 /// ([`Monitor::begin`] counts those), and step `k` once per message that
-/// step `k - 1` emitted.
+/// step `k - 1` emitted. `out` is counted only for fan-out steps; for the
+/// others it is derived at flush from calls, filtered and failed.
 #[derive(Debug, Clone, Copy, Default)]
 struct Local {
     out: u64,
@@ -330,6 +331,12 @@ impl Metrics {
     }
 }
 
+/// Whether a step of this shape can emit more than one message per call,
+/// so that [`Metrics`] has to count what it emitted.
+fn counts_out(shape: Shape) -> bool {
+    matches!(shape, Shape::FanOut | Shape::FallibleFanOut)
+}
+
 impl Monitor for Metrics {
     type Timer = Option<Instant>;
 
@@ -360,11 +367,28 @@ impl Monitor for Metrics {
 
     #[inline(always)]
     fn emitted(&mut self, step: StepRef, items: usize) {
-        if let Some(local) = self.local.get(step.index) {
-            if items == 0 {
-                local.filtered += 1;
-            } else {
-                local.out += items as u64;
+        // Only what cannot be derived is counted: a step's calls are known
+        // (see `flush`), so a step that emits at most one message needs
+        // only its filtered count (`out = calls - filtered - failed`), and
+        // a message that passes a map or fallible map costs nothing here.
+        // `step.info` is a constant, so the match folds away.
+        match step.info.shape {
+            Shape::Map | Shape::Fallible => {}
+            Shape::Filter | Shape::FallibleFilter => {
+                if items == 0 {
+                    if let Some(local) = self.local.get(step.index) {
+                        local.filtered += 1;
+                    }
+                }
+            }
+            Shape::FanOut | Shape::FallibleFanOut => {
+                if let Some(local) = self.local.get(step.index) {
+                    if items == 0 {
+                        local.filtered += 1;
+                    } else {
+                        local.out += items as u64;
+                    }
+                }
             }
         }
     }
@@ -385,7 +409,12 @@ impl Monitor for Metrics {
             .zip(self.samples.iter_mut())
             .zip(self.shared.steps.iter())
         {
-            let l = std::mem::take(local);
+            let mut l = std::mem::take(local);
+            if !counts_out(total.info.shape) {
+                // At most one message out per call: what was not filtered
+                // or failed went on.
+                l.out = calls.saturating_sub(l.filtered + l.failed);
+            }
             let step_calls = std::mem::replace(&mut calls, l.out);
             for (counter, n) in [
                 (&total.calls, step_calls),
@@ -437,7 +466,6 @@ impl Drop for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::function::Shape;
 
     static INFO: StepInfo = StepInfo {
         name: "step",
@@ -447,7 +475,7 @@ mod tests {
         file: file!(),
         line: line!(),
         is_async: false,
-        shape: Shape::Filter,
+        shape: Shape::FanOut,
         input: || "u32",
         output: || "u32",
     };
@@ -476,6 +504,53 @@ mod tests {
         assert_eq!(stats[0].calls, 1);
         assert_eq!(stats[INLINE_STEPS].calls, 2);
         assert_eq!(stats[INLINE_STEPS + 1].calls, 2);
+    }
+
+    #[test]
+    fn derives_out_of_single_output_steps() {
+        static MAP: StepInfo = StepInfo { shape: Shape::Map, ..INFO };
+        static FILTER: StepInfo = StepInfo { shape: Shape::Filter, ..INFO };
+        static FALLIBLE: StepInfo = StepInfo { shape: Shape::Fallible, ..INFO };
+        static FAN: StepInfo = StepInfo { shape: Shape::FanOut, ..INFO };
+        let steps = [&MAP, &FILTER, &FALLIBLE, &FAN, &MAP];
+        let mut m = Metrics::new("derived", &steps);
+        let at = |index| StepRef { index, info: steps[index] };
+        // 10 messages: all pass the map; 3 are filtered, 2 fail, the other 5
+        // fan out into 2 each, of which the last map sees 10.
+        for i in 0..10 {
+            m.begin();
+            m.emitted(at(0), 1);
+            if i < 3 {
+                m.emitted(at(1), 0);
+                continue;
+            }
+            m.emitted(at(1), 1);
+            if i < 5 {
+                m.failed(at(2), &"boom");
+                continue;
+            }
+            m.emitted(at(2), 1);
+            m.emitted(at(3), 2);
+            m.emitted(at(4), 1);
+            m.emitted(at(4), 1);
+        }
+        m.flush();
+        let got: Vec<_> = m
+            .stats()
+            .snapshot()
+            .iter()
+            .map(|s| (s.calls, s.out, s.filtered, s.failed))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (10, 10, 0, 0),
+                (10, 7, 3, 0),
+                (7, 5, 0, 2),
+                (5, 10, 0, 0),
+                (10, 10, 0, 0),
+            ]
+        );
     }
 
     #[test]
