@@ -445,7 +445,7 @@ fn run_callgrind() {
     for kind in w1::Kind::ALL {
         let spec = format!("w1:{}", kind.key());
         let mut ir = callgrind_ir(&exe, &spec, dir.path());
-        if kind == w1::Kind::Runtime {
+        if matches!(kind, w1::Kind::Runtime | w1::Kind::RuntimeFsync) {
             ir = ir.zip(setup).map(|(ir, setup)| ir.saturating_sub(setup));
         }
         report(

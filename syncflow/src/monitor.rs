@@ -375,10 +375,10 @@ impl Monitor for Metrics {
         match step.info.shape {
             Shape::Map | Shape::Fallible => {}
             Shape::Filter | Shape::FallibleFilter => {
-                if items == 0 {
-                    if let Some(local) = self.local.get(step.index) {
-                        local.filtered += 1;
-                    }
+                if items == 0
+                    && let Some(local) = self.local.get(step.index)
+                {
+                    local.filtered += 1;
                 }
             }
             Shape::FanOut | Shape::FallibleFanOut => {
@@ -508,13 +508,28 @@ mod tests {
 
     #[test]
     fn derives_out_of_single_output_steps() {
-        static MAP: StepInfo = StepInfo { shape: Shape::Map, ..INFO };
-        static FILTER: StepInfo = StepInfo { shape: Shape::Filter, ..INFO };
-        static FALLIBLE: StepInfo = StepInfo { shape: Shape::Fallible, ..INFO };
-        static FAN: StepInfo = StepInfo { shape: Shape::FanOut, ..INFO };
+        static MAP: StepInfo = StepInfo {
+            shape: Shape::Map,
+            ..INFO
+        };
+        static FILTER: StepInfo = StepInfo {
+            shape: Shape::Filter,
+            ..INFO
+        };
+        static FALLIBLE: StepInfo = StepInfo {
+            shape: Shape::Fallible,
+            ..INFO
+        };
+        static FAN: StepInfo = StepInfo {
+            shape: Shape::FanOut,
+            ..INFO
+        };
         let steps = [&MAP, &FILTER, &FALLIBLE, &FAN, &MAP];
         let mut m = Metrics::new("derived", &steps);
-        let at = |index| StepRef { index, info: steps[index] };
+        let at = |index| StepRef {
+            index,
+            info: steps[index],
+        };
         // 10 messages: all pass the map; 3 are filtered, 2 fail, the other 5
         // fan out into 2 each, of which the last map sees 10.
         for i in 0..10 {

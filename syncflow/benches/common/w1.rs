@@ -287,14 +287,27 @@ pub fn runtime_flow() -> Flow<impl FlowDef<Input = LogRecord, Output = LogOut>> 
 
 /// The real runtime, file to file.
 #[inline(never)]
-pub fn w1_runtime(rt: &tokio::runtime::Runtime, input: &Path, output: &Path) -> io::Result<Counts> {
+///
+/// With `fsync`, the sink syncs the file at each flush, before the source's
+/// checkpoint moves (the runtime's default); without it, the output is as
+/// durable as the hand-written loop's (not synced).
+pub fn w1_runtime(
+    rt: &tokio::runtime::Runtime,
+    input: &Path,
+    output: &Path,
+    fsync: bool,
+) -> io::Result<Counts> {
     rt.block_on(async {
         let summary = syncflow::runtime::Runtime::new(runtime_flow())
             .source(
                 syncflow::connector::JsonLinesSource::<LogRecord>::open(input)
                     .map_err(io::Error::other)?,
             )
-            .sink(syncflow::connector::JsonLinesSink::create(output).map_err(io::Error::other)?)
+            .sink(
+                syncflow::connector::JsonLinesSink::create(output)
+                    .map_err(io::Error::other)?
+                    .fsync(fsync),
+            )
             .workers(1)
             .handle_signals(false)
             .run()
@@ -316,15 +329,17 @@ pub enum Kind {
     FlowBare,
     FlowMetrics,
     Runtime,
+    RuntimeFsync,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Hand,
         Kind::HandZeroCopy,
         Kind::FlowBare,
         Kind::FlowMetrics,
         Kind::Runtime,
+        Kind::RuntimeFsync,
     ];
 
     pub fn label(self) -> &'static str {
@@ -334,6 +349,7 @@ impl Kind {
             Kind::FlowBare => "flow! Worker, no monitoring",
             Kind::FlowMetrics => "flow! Worker + Metrics",
             Kind::Runtime => "runtime file→file + Metrics",
+            Kind::RuntimeFsync => "  same, fsync at each flush",
         }
     }
 
@@ -344,14 +360,17 @@ impl Kind {
             Kind::FlowBare => "flow",
             Kind::FlowMetrics => "metrics",
             Kind::Runtime => "runtime",
+            Kind::RuntimeFsync => "runtime-fsync",
         }
     }
 
     /// Lower bound on throughput relative to the hand-written loop, if any.
+    /// The fsync row is informative: the loop it is compared with syncs
+    /// nothing.
     pub fn target(self) -> Option<f64> {
         match self {
             Kind::FlowBare | Kind::FlowMetrics | Kind::Runtime => Some(0.9),
-            Kind::Hand | Kind::HandZeroCopy => None,
+            Kind::Hand | Kind::HandZeroCopy | Kind::RuntimeFsync => None,
         }
     }
 }
@@ -383,7 +402,8 @@ impl<F: FlowDef<Input = String, Output = LogOut>> Variants<F> {
             Kind::HandZeroCopy => w1_hand_zero_copy(input, output),
             Kind::FlowBare => w1_flow_worker(&mut self.bare, input, output),
             Kind::FlowMetrics => w1_flow_worker(&mut self.metrics, input, output),
-            Kind::Runtime => w1_runtime(&self.tokio, input, output),
+            Kind::Runtime => w1_runtime(&self.tokio, input, output, false),
+            Kind::RuntimeFsync => w1_runtime(&self.tokio, input, output, true),
         }
     }
 }
