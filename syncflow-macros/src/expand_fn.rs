@@ -314,6 +314,16 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
         "The operator of the sync function [`{fn_name}`](fn@{fn_name}), registered as `{name}`."
     );
 
+    let in_codec = syn::Ident::new("__syncflow_input_codec", Span::mixed_site());
+    let out_codec = syn::Ident::new("__syncflow_output_codec", Span::mixed_site());
+    // Autoref specialisation picks a codec when the type has the serde trait.
+    let codec_uses = quote! {
+        #[allow(unused_imports)]
+        use #p::probe::{
+            HasDeserialize as _, HasSerialize as _, NoDeserialize as _, NoSerialize as _,
+        };
+    };
+
     quote! {
         #[doc = #struct_doc]
         #[allow(non_camel_case_types, dead_code)]
@@ -343,8 +353,38 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
 
             #step_impl
 
+            #[allow(clippy::needless_borrow)]
+            fn #in_codec() -> #p::TypeCodec {
+                #codec_uses
+                #p::TypeCodec {
+                    name: ::core::any::type_name::<#payload>(),
+                    id: ::core::any::TypeId::of::<#payload>(),
+                    decode: (&#p::probe::Probe::<#payload>::NEW).decoder(),
+                    from_value: (&#p::probe::Probe::<#payload>::NEW).value_decoder(),
+                    encode: (&#p::probe::Probe::<#payload>::NEW).encoder(),
+                    to_value: (&#p::probe::Probe::<#payload>::NEW).value_encoder(),
+                }
+            }
+            #[allow(clippy::needless_borrow)]
+            fn #out_codec() -> #p::TypeCodec {
+                #codec_uses
+                #p::TypeCodec {
+                    name: ::core::any::type_name::<#output_ty>(),
+                    id: ::core::any::TypeId::of::<#output_ty>(),
+                    decode: (&#p::probe::Probe::<#output_ty>::NEW).decoder(),
+                    from_value: (&#p::probe::Probe::<#output_ty>::NEW).value_decoder(),
+                    encode: (&#p::probe::Probe::<#output_ty>::NEW).encoder(),
+                    to_value: (&#p::probe::Probe::<#output_ty>::NEW).value_encoder(),
+                }
+            }
+
             #p::inventory::submit! {
-                #p::Registration { info: <#ident as #p::Operator>::INFO }
+                #p::Registration {
+                    info: <#ident as #p::Operator>::INFO,
+                    step: &#p::Adapter(#ident {}),
+                    input: #in_codec,
+                    output: #out_codec,
+                }
             }
         };
     }

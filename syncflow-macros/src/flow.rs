@@ -326,7 +326,10 @@ fn generate(input: FlowInput) -> TokenStream {
                 #(#checks)*
             }
 
-            const SYNC: bool = #(!#ops::INFO.is_async)&&*;
+            #[inline(always)]
+            fn is_sync(&#self_id) -> bool {
+                #(!#ops::INFO.is_async)&&*
+            }
 
             #[allow(unused_mut, for_loops_over_fallibles, clippy::let_unit_value, clippy::unit_arg)]
             #[inline]
@@ -361,7 +364,7 @@ fn generate(input: FlowInput) -> TokenStream {
                 #e_ty: #p::Emit<Self::Output> + ::core::marker::Send,
             {
                 async move {
-                    if <Self as #p::FlowDef>::SYNC {
+                    if #p::FlowDef::is_sync(#self_id) {
                         #p::FlowDef::process_now(#self_id, #cx, #monitor, #input_id, #out)
                     } else {
                         let #timed = #p::Monitor::begin(#monitor);

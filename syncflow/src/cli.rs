@@ -228,10 +228,19 @@ impl Cli {
         let result = match args.command {
             Command::Functions { json } => list_functions(out, json).map_err(CliError::Output),
             Command::Flows { json } => self.list_flows(out, json).map_err(CliError::Output),
+            Command::Run(run) if is_flow_file(&run.flow) => run_file(run, err),
             Command::Run(run) => self.run(run, err),
+            Command::Check { file } => check_file(&file, out),
+            Command::Schema => {
+                writeln!(out, "{}", crate::config::schema_json()).map_err(CliError::Output)
+            }
         };
         match result {
             Ok(()) => 0,
+            Err(CliError::Config(e)) => {
+                let _ = writeln!(err, "{e}");
+                EXIT_USAGE
+            }
             Err(e) => {
                 let _ = writeln!(err, "error: {e}");
                 e.exit_code()
@@ -444,6 +453,12 @@ where
 enum CliError {
     #[error("{0}")]
     Setup(String),
+    /// Every error of a flow file, each line already prefixed.
+    #[error("{0}")]
+    Config(crate::config::ConfigErrors),
+    /// One or more flows of a flow file failed.
+    #[error("{0}")]
+    Failed(String),
     #[error("{0}")]
     Run(#[from] RunError),
     #[error("cannot write the listing: {0}")]
@@ -453,7 +468,8 @@ enum CliError {
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Setup(_) => EXIT_USAGE,
+            CliError::Setup(_) | CliError::Config(_) => EXIT_USAGE,
+            CliError::Failed(_) => EXIT_FAILED,
             CliError::Run(_) | CliError::Output(_) => EXIT_FAILED,
         }
     }
@@ -485,13 +501,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a flow from JSON lines to JSON lines; prints a summary to standard error
+    /// Run a flow of this binary from JSON lines to JSON lines, or every flow of a flow
+    /// file (`syncflow run flows.yaml`); prints a summary to standard error
     Run(RunArgs),
+    /// Check a flow file against the functions registered in this binary; exit code 2 if it
+    /// has errors, each printed as file:line:col
+    Check {
+        /// The flow file (YAML)
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of flow files (for editor completion)
+    Schema,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Name of the flow (see the `flows` command)
+    /// Name of the flow (see the `flows` command), or a flow file (`.yaml`/`.yml`)
     flow: String,
     /// JSON-lines input file, or `-` for standard input
     #[arg(short, long, value_name = "PATH", default_value = "-")]
@@ -511,6 +536,86 @@ struct RunArgs {
     /// Keep the input's checkpoint in this directory and resume from it
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+}
+
+/// Whether a `run` argument names a flow file rather than a flow.
+fn is_flow_file(arg: &str) -> bool {
+    arg.ends_with(".yaml") || arg.ends_with(".yml")
+}
+
+fn check_file(file: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError> {
+    let plan = crate::config::load(file).map_err(CliError::Config)?;
+    for flow in &plan.flows {
+        let steps: Vec<&str> = crate::flow::FlowDef::steps(&flow.flow)
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        writeln!(
+            out,
+            "flow `{}`: {} → {}",
+            flow.name,
+            short_type(flow.flow.input().name),
+            if steps.is_empty() {
+                "(no steps)".to_string()
+            } else {
+                steps.join(" -> ")
+            }
+        )
+        .map_err(CliError::Output)?;
+    }
+    writeln!(
+        out,
+        "{}: {} flow{} checked, no errors",
+        plan.origin,
+        plan.flows.len(),
+        if plan.flows.len() == 1 { "" } else { "s" }
+    )
+    .map_err(CliError::Output)
+}
+
+fn run_file(args: RunArgs, err: &mut dyn Write) -> Result<(), CliError> {
+    if args.input != "-"
+        || !args.output.is_empty()
+        || args.dead_letter.is_some()
+        || args.state_dir.is_some()
+    {
+        return Err(CliError::Setup(format!(
+            "`{}` is a flow file: its sources, sinks and dead letters are set in the file, not with --input, --output, --dead-letter or --state-dir",
+            args.flow
+        )));
+    }
+    let plan = crate::config::load(&args.flow).map_err(CliError::Config)?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(CliError::Setup(
+            "the syncflow CLI was called from inside an async runtime; call `Cli::main` from a plain \
+             (non-async) `fn main`, it starts its own runtime"
+                .to_string(),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("syncflow")
+        .build()
+        .map_err(|e| CliError::Setup(format!("cannot start the async runtime: {e}")))?;
+    let results = runtime.block_on(plan.run(crate::runtime::Shutdown::new(), true));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    let mut failed = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(mut summary) => {
+                if summary.flow != name {
+                    summary.flow = name;
+                }
+                let _ = write!(err, "{summary}");
+            }
+            Err(e) => failed.push(format!("flow `{name}`: {e}")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(failed.join("\n")))
+    }
 }
 
 fn list_functions(out: &mut dyn Write, json: bool) -> std::io::Result<()> {

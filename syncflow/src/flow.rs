@@ -72,9 +72,10 @@ pub trait FlowDef: Send + Sync + 'static {
     fn check(&self, resources: &Resources, problems: &mut Vec<String>);
     /// Whether every step is synchronous: the flow then runs through
     /// [`FlowDef::process_now`], plain nested calls with no future at all.
-    const SYNC: bool;
+    /// (For a `flow!` flow this is a constant, folded away where it is used.)
+    fn is_sync(&self) -> bool;
     /// Runs one message through every step, synchronously. Only valid when
-    /// [`FlowDef::SYNC`] is true (an async step would panic).
+    /// [`FlowDef::is_sync`] is true (an async step would panic).
     fn process_now<M, E>(&self, cx: &Context, monitor: &mut M, input: Self::Input, out: &mut E)
     where
         M: Monitor,
@@ -245,7 +246,7 @@ pub struct Worker<F, M> {
 impl<F: FlowDef, M: Monitor> Worker<F, M> {
     /// Runs one message (at `position` in its source) through the flow.
     ///
-    /// When every step is synchronous ([`FlowDef::SYNC`]) the message is
+    /// When every step is synchronous ([`FlowDef::is_sync`]) the message is
     /// processed before this returns, by plain calls, and the result is
     /// `None`; otherwise the result is the future that processes it. Callers
     /// on the hot path use this form: `if let Some(f) = w.start(..) { f.await }`
@@ -258,7 +259,7 @@ impl<F: FlowDef, M: Monitor> Worker<F, M> {
         out: &'a mut E,
     ) -> Option<impl Future<Output = ()> + Send + 'a> {
         self.cx.meta_mut().position = position;
-        if F::SYNC {
+        if self.def.is_sync() {
             self.def
                 .process_now(&self.cx, &mut self.monitor, input, out);
             None

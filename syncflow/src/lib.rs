@@ -28,8 +28,10 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod connector;
 pub mod context;
+pub mod dynamic;
 pub mod flow;
 pub mod function;
 pub mod monitor;
@@ -96,7 +98,7 @@ pub mod __private {
     pub use crate::flow::{Emit, Flow, FlowDef, StepFailure};
     pub use crate::function::{Failure, FlowInput, Never, Operator, Shape, Step, StepInfo};
     pub use crate::monitor::{Monitor, StepRef};
-    pub use crate::registry::Registration;
+    pub use crate::registry::{Adapter, Registration, TypeCodec, probe};
     pub use inventory;
     pub use std::string::String;
     pub use std::vec::Vec;

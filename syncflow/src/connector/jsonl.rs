@@ -8,7 +8,6 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Seek, SeekFrom};
-use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -175,10 +174,11 @@ impl LineReader {
     }
 
     /// Reads up to `max` records into `batch`.
-    pub(crate) async fn fill<T: DeserializeOwned>(
+    pub(crate) async fn fill<T>(
         &mut self,
         batch: &mut Batch<T>,
         max: usize,
+        decode: DecodeFn<T>,
     ) -> io::Result<Read<()>> {
         if self.eof && self.pending.is_empty() {
             return Ok(Read::End);
@@ -202,7 +202,7 @@ impl LineReader {
                 let end = scan + i;
                 self.line += 1;
                 self.offset += (end + 1 - start) as u64;
-                decode_line(self.line, start..end, batch);
+                decode_line(self.line, start..end, batch, decode);
                 start = end + 1;
                 scan = start;
                 any_line = true;
@@ -214,7 +214,7 @@ impl LineReader {
                 if start < scan {
                     self.line += 1;
                     self.offset += (scan - start) as u64;
-                    decode_line(self.line, start..scan, batch);
+                    decode_line(self.line, start..scan, batch, decode);
                     start = scan;
                     any_line = true;
                 }
@@ -248,10 +248,30 @@ impl LineReader {
     }
 }
 
+/// Decodes one line of JSON (without its line end) into a payload.
+///
+/// [`serde_decode`] is the decoder of every `T: Deserialize`; a
+/// config-driven flow passes the decoder of its first step's input type.
+pub type DecodeFn<T> = fn(&[u8]) -> Result<T, DecodeError>;
+
+/// Decodes a line with serde_json.
+///
+/// UTF-8 is validated once, over the whole line, and serde_json then reads
+/// a `str` (which it does not validate again, string by string). A line that
+/// is not UTF-8 goes through `from_slice` for serde_json's own error.
+#[inline]
+pub fn serde_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<T>(text),
+        Err(_) => serde_json::from_slice::<T>(bytes),
+    }
+    .map_err(DecodeError::new)
+}
+
 /// Decodes the line `batch.raw[line]` (without its `\n`) into a record that
 /// refers to it in place.
 #[inline]
-fn decode_line<T: DeserializeOwned>(line_no: u64, line: Range<usize>, batch: &mut Batch<T>) {
+fn decode_line<T>(line_no: u64, line: Range<usize>, batch: &mut Batch<T>, decode: DecodeFn<T>) {
     let Range { mut start, mut end } = line;
     let raw = &batch.raw;
     if end > start && raw[end - 1] == b'\r' {
@@ -264,14 +284,7 @@ fn decode_line<T: DeserializeOwned>(line_no: u64, line: Range<usize>, batch: &mu
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return;
     }
-    // Validate UTF-8 once, over the whole line, then let serde_json read a
-    // `str` (which it does not validate again, string by string). A line
-    // that is not UTF-8 goes through `from_slice` for serde_json's own error.
-    let payload = match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str::<T>(text),
-        Err(_) => serde_json::from_slice::<T>(bytes),
-    }
-    .map_err(DecodeError::new);
+    let payload = decode(bytes);
     batch.push_range(line_no, start..end, payload);
 }
 
@@ -301,7 +314,7 @@ pub struct JsonLinesSource<T> {
     reader: LineReader,
     checkpoint: Option<PathBuf>,
     resumed: Option<Checkpoint>,
-    _item: PhantomData<fn() -> T>,
+    decode: DecodeFn<T>,
 }
 
 impl<T> std::fmt::Debug for JsonLinesSource<T> {
@@ -317,6 +330,14 @@ impl<T> std::fmt::Debug for JsonLinesSource<T> {
 impl<T: DeserializeOwned + Send + 'static> JsonLinesSource<T> {
     /// Opens the file for reading, from its first line.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ConnectorError> {
+        Self::open_with(path, serde_decode::<T>)
+    }
+}
+
+impl<T: Send + 'static> JsonLinesSource<T> {
+    /// Opens the file for reading, from its first line, decoding each line
+    /// with `decode` instead of `T`'s `Deserialize` implementation.
+    pub fn open_with(path: impl AsRef<Path>, decode: DecodeFn<T>) -> Result<Self, ConnectorError> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::File::open(&path).map_err(|e| {
             ConnectorError::io(
@@ -333,7 +354,7 @@ impl<T: DeserializeOwned + Send + 'static> JsonLinesSource<T> {
             name,
             checkpoint: None,
             resumed: None,
-            _item: PhantomData,
+            decode,
         })
     }
 
@@ -558,7 +579,7 @@ impl Acker for LineAcker {
     }
 }
 
-impl<T: DeserializeOwned + Send + 'static> super::Source for JsonLinesSource<T> {
+impl<T: Send + 'static> super::Source for JsonLinesSource<T> {
     type Item = T;
     type Ack = LineAck;
     type Acker = LineAcker;
@@ -587,7 +608,7 @@ impl<T: DeserializeOwned + Send + 'static> super::Source for JsonLinesSource<T> 
     ) -> Result<Read<LineAck>, ConnectorError> {
         let read = self
             .reader
-            .fill(batch, max)
+            .fill(batch, max, self.decode)
             .await
             .map_err(|e| ConnectorError::io("read input file", &self.path, e, ""))?;
         Ok(match read {
@@ -783,7 +804,7 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let mut batch = Batch::<i64>::default();
-            match reader.fill(&mut batch, max).await.unwrap() {
+            match reader.fill(&mut batch, max, serde_decode).await.unwrap() {
                 Read::End => break,
                 Read::Idle => panic!("a byte slice never idles"),
                 Read::Batch(()) => {}
@@ -823,12 +844,15 @@ mod tests {
         let text: &'static [u8] = b"1\n22\n333\n";
         let mut reader = LineReader::new(Box::new(text), 0, 0, None);
         let mut batch = Batch::<i64>::default();
-        reader.fill(&mut batch, 2).await.unwrap();
+        reader.fill(&mut batch, 2, serde_decode).await.unwrap();
         assert_eq!(reader.position(), (2, 5));
         batch.clear();
-        reader.fill(&mut batch, 2).await.unwrap();
+        reader.fill(&mut batch, 2, serde_decode).await.unwrap();
         assert_eq!(reader.position(), (3, 9));
-        assert_eq!(reader.fill(&mut batch, 2).await.unwrap(), Read::End);
+        assert_eq!(
+            reader.fill(&mut batch, 2, serde_decode).await.unwrap(),
+            Read::End
+        );
     }
 
     #[tokio::test]
@@ -839,21 +863,33 @@ mod tests {
         let mut reader = LineReader::new(Box::new(reader), 0, 0, Some(linger));
         let mut batch = Batch::<i64>::default();
         // Nothing arrives: idle after the linger time.
-        assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::Idle);
+        assert_eq!(
+            reader.fill(&mut batch, 10, serde_decode).await.unwrap(),
+            Read::Idle
+        );
         // One line and a half: the line is handed over, the half is kept.
         writer.write_all(b"1\n2").await.unwrap();
-        assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::Batch(()));
+        assert_eq!(
+            reader.fill(&mut batch, 10, serde_decode).await.unwrap(),
+            Read::Batch(())
+        );
         assert_eq!(batch.len(), 1);
         batch.clear();
         writer.write_all(b"2\n").await.unwrap();
         drop(writer);
-        assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::Batch(()));
+        assert_eq!(
+            reader.fill(&mut batch, 10, serde_decode).await.unwrap(),
+            Read::Batch(())
+        );
         let values: Vec<_> = batch
             .iter()
             .map(|(p, _, v)| (p, v.clone().unwrap()))
             .collect();
         assert_eq!(values, vec![(2, 22)]);
-        assert_eq!(reader.fill(&mut batch, 10).await.unwrap(), Read::End);
+        assert_eq!(
+            reader.fill(&mut batch, 10, serde_decode).await.unwrap(),
+            Read::End
+        );
     }
 
     #[tokio::test]
@@ -894,7 +930,7 @@ mod tests {
         let mut batch = Batch::<i64>::default();
         loop {
             batch.clear();
-            match reader.fill(&mut batch, 1000).await.unwrap() {
+            match reader.fill(&mut batch, 1000, serde_decode).await.unwrap() {
                 Read::End => break,
                 Read::Idle => panic!("a file never idles"),
                 Read::Batch(()) => {}
@@ -915,7 +951,7 @@ mod tests {
         let mut batch = Batch::<String>::default();
         batch.raw.extend_from_slice(b"\"a\xff\"");
         let len = batch.raw.len();
-        decode_line(1, 0..len, &mut batch);
+        decode_line(1, 0..len, &mut batch, serde_decode);
         let (_, _, payload) = batch.iter().next().unwrap();
         let expected = serde_json::from_slice::<String>(b"\"a\xff\"").unwrap_err();
         assert_eq!(

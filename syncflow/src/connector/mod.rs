@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub mod jsonl;
 pub mod stdio;
 
-pub use jsonl::{JsonLinesSink, JsonLinesSource};
+pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
 pub use stdio::{StdinSource, StdoutSink};
 
 /// What one call of [`Source::read`] produced.

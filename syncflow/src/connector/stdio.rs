@@ -6,7 +6,6 @@
 //! cannot be replayed, so it keeps no checkpoint. [`StdoutSink`] writes JSON
 //! lines to standard output and flushes it before a batch is acknowledged.
 
-use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +13,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::jsonl::{LineReader, LineWriter};
+use super::jsonl::{DecodeFn, LineReader, LineWriter, serde_decode};
 use super::{Batch, ConnectorError, NoAck, Read, Sink, Source};
 
 /// Reads JSON lines from standard input; each line is decoded into the
 /// flow's input type. Positions are line numbers, from 1.
 pub struct StdinSource<T> {
     reader: LineReader,
-    _item: PhantomData<fn() -> T>,
+    decode: DecodeFn<T>,
 }
 
 impl<T> std::fmt::Debug for StdinSource<T> {
@@ -39,11 +38,19 @@ impl<T: DeserializeOwned + Send + 'static> Default for StdinSource<T> {
 }
 
 impl<T: DeserializeOwned + Send + 'static> StdinSource<T> {
+    /// Reads the process's standard input.
+    pub fn new() -> Self {
+        Self::with_decoder(serde_decode::<T>)
+    }
+}
+
+impl<T: Send + 'static> StdinSource<T> {
     /// How long a read waits for more lines before handing over what it has.
     pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
 
-    /// Reads the process's standard input.
-    pub fn new() -> Self {
+    /// Reads the process's standard input, decoding each line with `decode`
+    /// instead of `T`'s `Deserialize` implementation.
+    pub fn with_decoder(decode: DecodeFn<T>) -> Self {
         StdinSource {
             reader: LineReader::new(
                 Box::new(tokio::io::stdin()),
@@ -51,7 +58,7 @@ impl<T: DeserializeOwned + Send + 'static> StdinSource<T> {
                 0,
                 Some(Self::DEFAULT_LINGER),
             ),
-            _item: PhantomData,
+            decode,
         }
     }
 
@@ -64,7 +71,7 @@ impl<T: DeserializeOwned + Send + 'static> StdinSource<T> {
     }
 }
 
-impl<T: DeserializeOwned + Send + 'static> Source for StdinSource<T> {
+impl<T: Send + 'static> Source for StdinSource<T> {
     type Item = T;
     type Ack = ();
     type Acker = NoAck;
@@ -79,7 +86,7 @@ impl<T: DeserializeOwned + Send + 'static> Source for StdinSource<T> {
 
     async fn read(&mut self, batch: &mut Batch<T>, max: usize) -> Result<Read<()>, ConnectorError> {
         self.reader
-            .fill(batch, max)
+            .fill(batch, max, self.decode)
             .await
             .map_err(|e| ConnectorError::io("read", "stdin", e, ""))
     }

@@ -8,16 +8,68 @@
 //! A crate of functions that the binary never names is not linked, and its
 //! registrations are then missing: name it once with `use my_functions as _;`.
 
+mod codec;
+mod erased;
+
+pub use codec::{
+    BoxedSlot, CodecError, DecodeFn, EncodeFn, FromValueFn, ToValueFn, TypeCodec, probe, take,
+};
+pub use erased::{Adapter, AsyncCall, ErasedError, ErasedStep, Next, slot_error};
+
 use crate::function::StepInfo;
 
 /// One registered sync function. Submitted by `#[sync_function]`.
-#[derive(Debug)]
 pub struct Registration {
     /// The function's description.
     pub info: &'static StepInfo,
+    /// The function as a step of a flow assembled at run time.
+    pub step: &'static dyn ErasedStep,
+    /// How the function's payload type is read from JSON, if it can be.
+    pub input: fn() -> TypeCodec,
+    /// How the type of the messages it emits is written as JSON, if it can be.
+    pub output: fn() -> TypeCodec,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.info.name)
+            .field("module", &self.info.module)
+            .field("input", &(self.input)())
+            .field("output", &(self.output)())
+            .finish()
+    }
 }
 
 inventory::collect!(Registration);
+
+/// Every registration, sorted by name, then module.
+pub fn registrations() -> Vec<&'static Registration> {
+    let mut all: Vec<&'static Registration> = inventory::iter::<Registration>.into_iter().collect();
+    all.sort_by(|a, b| (a.info.name, a.info.module).cmp(&(b.info.name, b.info.module)));
+    all
+}
+
+/// The registration of the function with this name, if exactly one has it.
+pub fn lookup(name: &str) -> Result<&'static Registration, LookupError> {
+    let all = registrations();
+    let found: Vec<_> = all
+        .iter()
+        .copied()
+        .filter(|r| r.info.name == name)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(LookupError::Unknown {
+            name: name.to_string(),
+            closest: closest(name, all.iter().map(|r| r.info.name)),
+        }),
+        many => Err(LookupError::Ambiguous {
+            name: name.to_string(),
+            modules: many.iter().map(|r| r.info.module.to_string()).collect(),
+        }),
+    }
+}
 
 /// Every registered function, sorted by name, then module.
 ///
@@ -34,19 +86,7 @@ pub fn functions() -> Vec<&'static StepInfo> {
 
 /// The registered function with this name, if exactly one has it.
 pub fn find(name: &str) -> Result<&'static StepInfo, LookupError> {
-    let all = functions();
-    let found: Vec<_> = all.iter().copied().filter(|f| f.name == name).collect();
-    match found.as_slice() {
-        [one] => Ok(one),
-        [] => Err(LookupError::Unknown {
-            name: name.to_string(),
-            closest: closest(name, all.iter().map(|f| f.name)),
-        }),
-        many => Err(LookupError::Ambiguous {
-            name: name.to_string(),
-            modules: many.iter().map(|f| f.module.to_string()).collect(),
-        }),
-    }
+    lookup(name).map(|r| r.info)
 }
 
 /// A failed registry lookup.

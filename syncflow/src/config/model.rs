@@ -1,0 +1,96 @@
+//! The flow file format, as Rust types (the JSON Schema is derived from them).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A flow file: one or more flows run by one process.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "syncflow flow file")]
+pub struct FlowFile {
+    /// The flows, by name. Every flow runs in parallel with the others.
+    #[schemars(with = "BTreeMap<String, FlowSpec>")]
+    pub flows: BTreeMap<String, Spanned<FlowSpec>>,
+}
+
+/// One flow: where messages come from, the steps they go through, where
+/// they go.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSpec {
+    /// Where the flow's messages come from.
+    #[schemars(with = "SourceSpec")]
+    pub source: Spanned<SourceSpec>,
+    /// The steps, in order: registered `#[sync_function]` names (run
+    /// `syncflow functions` to list them). Each step's input type must be
+    /// the previous step's output type.
+    #[serde(default)]
+    #[schemars(with = "Vec<StepSpec>")]
+    pub steps: Vec<Spanned<StepSpec>>,
+    /// Where the flow's outputs go; every sink gets every output. Without
+    /// sinks, outputs are counted and dropped.
+    #[serde(default)]
+    #[schemars(with = "Vec<SinkSpec>")]
+    pub sinks: Vec<Spanned<SinkSpec>>,
+    /// A JSON-lines file (appended to) that receives every message that
+    /// could not be decoded or that a step failed on, with the reason.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub dead_letter: Option<Spanned<String>>,
+    /// Parallel workers (default 1).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub workers: Option<usize>,
+    /// Records per source batch (default 4096).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<usize>,
+}
+
+/// A step: the name of a registered function.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StepSpec {
+    /// A registered `#[sync_function]`, by name.
+    Function(String),
+    /// A step given as a one-key map (`- name: arguments`).
+    WithArgs(BTreeMap<String, serde_json::Value>),
+}
+
+/// A source: exactly one of `file` or `stdin`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Read a JSON-lines file (`${VAR}` is replaced by the environment
+    /// variable's value).
+    pub file: Option<String>,
+    /// Keep a checkpoint of the file in this directory and resume after
+    /// the last line whose outputs every sink confirmed.
+    pub state_dir: Option<String>,
+    /// Read JSON lines from standard input.
+    pub stdin: Option<bool>,
+}
+
+/// A sink: exactly one of `file` or `stdout`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// Write JSON lines to this file (`${VAR}` is replaced).
+    pub file: Option<String>,
+    /// Append to the file instead of replacing it (default false).
+    pub append: Option<bool>,
+    /// Sync the file to disk at each flush, before the source's position
+    /// is committed (default true).
+    pub fsync: Option<bool>,
+    /// Write JSON lines to standard output.
+    pub stdout: Option<bool>,
+}
+
+/// The JSON Schema of flow files, pretty-printed.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(FlowFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}

@@ -1,0 +1,631 @@
+//! Flows assembled at run time, from registered functions and built-in
+//! steps: what a YAML flow runs.
+//!
+//! A [`DynFlow`] is a [`FlowDef`] like the ones `flow!` generates, so the
+//! same runtime, monitor and workers drive it. Its input is the first step's
+//! payload in a boxed slot (decoded from JSON by the type's registered
+//! codec), its output the last step's messages as JSON text. Between steps a
+//! message moves in a slot on the stack (see [`crate::registry::ErasedStep`]),
+//! so the framework's own cost per step is one virtual call and one type-id
+//! check; no allocation.
+//!
+//! [`DynFlowBuilder`] checks that each step fits the one before it, the way
+//! `flow!` does at compile time, and inserts a JSON conversion where a typed
+//! step meets a built-in JSON step (`serde_json::Value`).
+
+use std::any::{Any, TypeId};
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::context::{Context, Resources};
+use crate::flow::{Emit, FlowDef, StepFailure};
+use crate::function::{Shape, StepInfo};
+use crate::monitor::{Metrics, Monitor, NoMonitor, StepRef};
+use crate::registry::{
+    AsyncCall, BoxedSlot, DecodeFn, EncodeFn, ErasedError, ErasedStep, FromValueFn, Next,
+    ToValueFn, TypeCodec, slot_error, take,
+};
+
+/// A step of a [`DynFlow`]: a registered function, or a step owned by the flow.
+pub enum Node {
+    /// A registered `#[sync_function]`.
+    Registered(&'static dyn ErasedStep),
+    /// A step built for this flow (built-in operators, conversions).
+    Owned(Box<dyn ErasedStep>),
+}
+
+impl Node {
+    #[inline(always)]
+    fn get(&self) -> &dyn ErasedStep {
+        match self {
+            Node::Registered(s) => *s,
+            Node::Owned(s) => &**s,
+        }
+    }
+}
+
+/// A node with the types it takes and emits.
+struct Typed {
+    node: Node,
+    input: TypeCodec,
+    output: TypeCodec,
+}
+
+/// Why a chain of steps does not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// A step cannot take what the step before it emits.
+    #[error(
+        "flow step `{step}` cannot take `{got}`, the output of the previous step `{prev}`: `{step}` takes `{wants}`; change the order of the steps, or put a step between them that turns `{got}` into `{wants}`"
+    )]
+    Mismatch {
+        /// Index of the step that does not fit.
+        index: usize,
+        /// Its name.
+        step: String,
+        /// What it takes.
+        wants: String,
+        /// The previous step's name.
+        prev: String,
+        /// What that one emits.
+        got: String,
+    },
+    /// A typed step meets a JSON step, but the type has no serde impl.
+    #[error(
+        "flow step `{step}` works on JSON values, but `{ty}` (the output of `{prev}`) cannot be {verb}: derive `{derive}` for `{ty}`"
+    )]
+    NoJsonBridge {
+        /// Index of the step where the conversion is needed.
+        index: usize,
+        /// The step on the JSON side or the typed side.
+        step: String,
+        /// The previous step.
+        prev: String,
+        /// The typed side's type.
+        ty: String,
+        /// "converted to JSON" or "read from JSON".
+        verb: &'static str,
+        /// The missing derive (`Serialize` or `Deserialize`).
+        derive: &'static str,
+    },
+}
+
+/// Builds a [`DynFlow`] step by step, checking each step against the last.
+pub struct DynFlowBuilder {
+    name: &'static str,
+    nodes: Vec<Typed>,
+    /// Index in the chain the user wrote (conversions are not counted).
+    written: usize,
+}
+
+impl DynFlowBuilder {
+    /// An empty flow whose input is `input` (a flow without steps passes
+    /// its input on unchanged).
+    pub fn new(name: &str) -> Self {
+        DynFlowBuilder {
+            name: intern(name),
+            nodes: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// The type the last step emits, if there is a step.
+    pub fn output(&self) -> Option<TypeCodec> {
+        self.nodes.last().map(|t| t.output)
+    }
+
+    /// Appends a step that takes `input` and emits `output`. Between a typed
+    /// step and a JSON step, a conversion through serde is inserted.
+    pub fn step(
+        &mut self,
+        node: Node,
+        input: TypeCodec,
+        output: TypeCodec,
+    ) -> Result<&mut Self, ChainError> {
+        let index = self.written;
+        self.written += 1;
+        if let Some(prev) = self.nodes.last() {
+            let prev_name = prev.node.get().info().name;
+            let name = node.get().info().name;
+            let got = prev.output;
+            if got.id != input.id {
+                let bridge = if input.is_json() {
+                    let to_value = got.to_value.ok_or_else(|| ChainError::NoJsonBridge {
+                        index,
+                        step: name.to_string(),
+                        prev: prev_name.to_string(),
+                        ty: got.name.to_string(),
+                        verb: "converted to JSON",
+                        derive: "Serialize",
+                    })?;
+                    JsonBridge::ToJson(got.id, to_value)
+                } else if got.is_json() {
+                    let from_value = input.from_value.ok_or_else(|| ChainError::NoJsonBridge {
+                        index,
+                        step: name.to_string(),
+                        prev: prev_name.to_string(),
+                        ty: input.name.to_string(),
+                        verb: "read from JSON",
+                        derive: "Deserialize",
+                    })?;
+                    JsonBridge::FromJson(input.id, input.name, from_value)
+                } else {
+                    return Err(ChainError::Mismatch {
+                        index,
+                        step: name.to_string(),
+                        wants: input.name.to_string(),
+                        prev: prev_name.to_string(),
+                        got: got.name.to_string(),
+                    });
+                };
+                self.nodes.push(Typed {
+                    node: Node::Owned(Box::new(bridge)),
+                    input: got,
+                    output: input,
+                });
+            }
+        }
+        self.nodes.push(Typed {
+            node,
+            input,
+            output,
+        });
+        Ok(self)
+    }
+
+    /// Appends a registered function.
+    pub fn function(
+        &mut self,
+        registration: &'static crate::registry::Registration,
+    ) -> Result<&mut Self, ChainError> {
+        self.step(
+            Node::Registered(registration.step),
+            (registration.input)(),
+            (registration.output)(),
+        )
+    }
+
+    /// The flow, reading `input` when it has no step (then it passes its
+    /// input on) and checked to have codecs at both ends: the first step's
+    /// input must be readable from JSON and the last step's output writable.
+    pub fn build(self, input_without_steps: TypeCodec) -> Result<DynFlow, BoundaryError> {
+        let input = self
+            .nodes
+            .first()
+            .map(|t| t.input)
+            .unwrap_or(input_without_steps);
+        let output = self.nodes.last().map(|t| t.output).unwrap_or(input);
+        let first = self.nodes.first().map(|t| t.node.get().info().name);
+        let last = self.nodes.last().map(|t| t.node.get().info().name);
+        let decode = input.decode.ok_or_else(|| BoundaryError::CannotRead {
+            step: first.unwrap_or("").to_string(),
+            ty: input.name.to_string(),
+        })?;
+        let encode = output.encode.ok_or_else(|| BoundaryError::CannotWrite {
+            step: last.unwrap_or("").to_string(),
+            ty: output.name.to_string(),
+        })?;
+        let infos: Vec<&'static StepInfo> =
+            self.nodes.iter().map(|t| t.node.get().info()).collect();
+        let sync = infos.iter().all(|i| !i.is_async);
+        Ok(DynFlow {
+            name: self.name,
+            infos: intern_steps(infos),
+            nodes: self.nodes.into_iter().map(|t| t.node).collect(),
+            input,
+            decode,
+            encode,
+            sync,
+        })
+    }
+}
+
+/// A flow's first step cannot be read from JSON, or its last step's output
+/// cannot be written as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundaryError {
+    /// The input type has no `Deserialize`.
+    #[error(
+        "the flow reads its input from a source as JSON, but `{ty}` (the input of `{step}`) cannot be read from JSON: derive `Deserialize` for it, or start the flow with a step that takes a type that can"
+    )]
+    CannotRead {
+        /// The first step.
+        step: String,
+        /// Its input type.
+        ty: String,
+    },
+    /// The output type has no `Serialize`.
+    #[error(
+        "the flow writes its output to sinks as JSON, but `{ty}` (the output of `{step}`) cannot be written as JSON: derive `Serialize` for it, or end the flow with a step that emits a type that can"
+    )]
+    CannotWrite {
+        /// The last step.
+        step: String,
+        /// Its output type.
+        ty: String,
+    },
+}
+
+/// A flow assembled at run time. Runs like a `flow!` flow: see the module docs.
+pub struct DynFlow {
+    name: &'static str,
+    nodes: Vec<Node>,
+    infos: &'static [&'static StepInfo],
+    input: TypeCodec,
+    decode: DecodeFn,
+    encode: EncodeFn,
+    sync: bool,
+}
+
+impl std::fmt::Debug for DynFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynFlow")
+            .field("name", &self.name)
+            .field(
+                "steps",
+                &self.infos.iter().map(|i| i.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// The output of a [`DynFlow`]: one message as JSON text.
+pub type JsonOut = Box<RawValue>;
+
+/// Description of the pseudo-step that writes a flow's output as JSON
+/// (named in dead letters when that fails).
+static ENCODE: StepInfo = StepInfo {
+    name: "encode output",
+    fn_name: "encode output",
+    module: "syncflow::dynamic",
+    doc: "Writes the flow's output as JSON.",
+    file: file!(),
+    line: line!(),
+    is_async: false,
+    shape: Shape::Fallible,
+    input: || "the last step's output",
+    output: || "JSON",
+};
+
+impl DynFlow {
+    /// The type of the flow's input (the first step's payload).
+    pub fn input(&self) -> TypeCodec {
+        self.input
+    }
+
+    /// The decoder of the flow's input from one JSON document (for sources).
+    pub fn decoder(&self) -> DecodeFn {
+        self.decode
+    }
+
+    #[inline]
+    fn finish<E: Emit<JsonOut>>(&self, slot: &mut dyn Any, out: &mut E) {
+        match (self.encode)(slot) {
+            Ok(json) => out.emit(json),
+            Err(e) => out.fail(StepFailure {
+                step: StepRef {
+                    index: self.nodes.len(),
+                    info: &ENCODE,
+                },
+                error: &e,
+            }),
+        }
+    }
+
+    fn run_metrics<E: Emit<JsonOut>>(
+        &self,
+        k: usize,
+        cx: &Context,
+        slot: &mut dyn Any,
+        monitor: &mut Metrics,
+        timed: bool,
+        out: &mut E,
+    ) {
+        let Some(node) = self.nodes.get(k) else {
+            return self.finish(slot, out);
+        };
+        let step = StepRef {
+            index: k,
+            info: self.infos[k],
+        };
+        let result = node
+            .get()
+            .call_metrics(cx, slot, monitor, step, timed, &mut |s, m| {
+                self.run_metrics(k + 1, cx, s, m, timed, out)
+            });
+        match result {
+            Ok(n) => monitor.emitted(step, n),
+            Err(e) => {
+                monitor.failed(step, &*e);
+                out.fail(StepFailure { step, error: &*e });
+            }
+        }
+    }
+
+    /// Any other monitor: its counting hooks are called; steps are not timed.
+    fn run_other<M: Monitor, E: Emit<JsonOut>>(
+        &self,
+        k: usize,
+        cx: &Context,
+        slot: &mut dyn Any,
+        monitor: &mut M,
+        out: &mut E,
+    ) {
+        let Some(node) = self.nodes.get(k) else {
+            return self.finish(slot, out);
+        };
+        let step = StepRef {
+            index: k,
+            info: self.infos[k],
+        };
+        let result = node.get().call_bare(cx, slot, step, &mut |s, _| {
+            self.run_other(k + 1, cx, s, &mut *monitor, &mut *out)
+        });
+        match result {
+            Ok(n) => monitor.emitted(step, n),
+            Err(e) => {
+                monitor.failed(step, &*e);
+                out.fail(StepFailure { step, error: &*e });
+            }
+        }
+    }
+}
+
+impl FlowDef for DynFlow {
+    type Input = BoxedSlot;
+    type Output = JsonOut;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn steps(&self) -> &'static [&'static StepInfo] {
+        self.infos
+    }
+
+    fn check(&self, resources: &Resources, problems: &mut Vec<String>) {
+        for node in &self.nodes {
+            node.get().check(resources, problems);
+        }
+    }
+
+    fn is_sync(&self) -> bool {
+        self.sync
+    }
+
+    fn process_now<M, E>(&self, cx: &Context, monitor: &mut M, mut input: BoxedSlot, out: &mut E)
+    where
+        M: Monitor,
+        E: Emit<JsonOut>,
+    {
+        let timed = monitor.begin();
+        let slot: &mut dyn Any = &mut *input;
+        let any: &mut dyn Any = monitor;
+        if let Some(metrics) = any.downcast_mut::<Metrics>() {
+            self.run_metrics(0, cx, slot, metrics, timed, out);
+        } else if let Some(bare) = any.downcast_mut::<NoMonitor>() {
+            self.run_other(0, cx, slot, bare, out);
+        } else {
+            let _ = any;
+            self.run_other(0, cx, slot, monitor, out);
+        }
+    }
+
+    #[allow(clippy::manual_async_fn)] // the trait's signature spells out `Send`
+    fn process<'a, M, E>(
+        &'a self,
+        cx: &'a Context,
+        monitor: &'a mut M,
+        input: BoxedSlot,
+        out: &'a mut E,
+    ) -> impl Future<Output = ()> + Send + 'a
+    where
+        M: Monitor,
+        E: Emit<JsonOut> + Send,
+    {
+        async move {
+            if self.sync {
+                return self.process_now(cx, monitor, input, out);
+            }
+            let timed = monitor.begin();
+            // Depth first, so that outputs keep the order of a fan-out.
+            let mut stack: Vec<(usize, BoxedSlot)> = vec![(0, input)];
+            while let Some((k, mut slot)) = stack.pop() {
+                let Some(node) = self.nodes.get(k) else {
+                    self.finish(&mut *slot, out);
+                    continue;
+                };
+                let step = StepRef {
+                    index: k,
+                    info: self.infos[k],
+                };
+                let timer = if timed {
+                    Some(monitor.enter(step))
+                } else {
+                    None
+                };
+                let call: AsyncCall<'_> = node.get().call_async(cx, &mut *slot);
+                let result = call.await;
+                if let Some(timer) = timer {
+                    monitor.exit(step, timer);
+                }
+                match result {
+                    Ok(items) => {
+                        monitor.emitted(step, items.len());
+                        stack.extend(items.into_iter().rev().map(|item| (k + 1, item)));
+                    }
+                    Err(e) => {
+                        monitor.failed(step, &*e);
+                        out.fail(StepFailure { step, error: &*e });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A conversion between a typed step and a JSON step, through serde.
+enum JsonBridge {
+    /// Typed → `serde_json::Value`.
+    ToJson(TypeId, ToValueFn),
+    /// `serde_json::Value` → typed.
+    FromJson(TypeId, &'static str, FromValueFn),
+}
+
+static TO_JSON: StepInfo = StepInfo {
+    name: "to_json",
+    fn_name: "to_json",
+    module: "syncflow::dynamic",
+    doc: "Converts a typed message to a JSON value (inserted between a typed step and a JSON step).",
+    file: file!(),
+    line: line!(),
+    is_async: false,
+    shape: Shape::Fallible,
+    input: || "a Serialize type",
+    output: || "serde_json::Value",
+};
+
+static FROM_JSON: StepInfo = StepInfo {
+    name: "from_json",
+    fn_name: "from_json",
+    module: "syncflow::dynamic",
+    doc: "Reads a typed message from a JSON value (inserted between a JSON step and a typed step).",
+    file: file!(),
+    line: line!(),
+    is_async: false,
+    shape: Shape::Fallible,
+    input: || "serde_json::Value",
+    output: || "a Deserialize type",
+};
+
+/// What a [`JsonBridge`] made of a message.
+enum Converted {
+    Json(Value),
+    Typed(BoxedSlot),
+}
+
+impl JsonBridge {
+    fn convert(&self, slot: &mut dyn Any) -> Result<Converted, ErasedError> {
+        match self {
+            JsonBridge::ToJson(_, to_value) => to_value(slot)
+                .map(Converted::Json)
+                .map_err(|e| Box::new(e) as ErasedError),
+            JsonBridge::FromJson(_, name, from_value) => {
+                let Some(value) = take::<Value>(slot) else {
+                    return Err(slot_error(&FROM_JSON, "serde_json::Value"));
+                };
+                from_value(value).map(Converted::Typed).map_err(|e| {
+                    Box::new(format!("the JSON value is not a `{name}`: {e}")) as ErasedError
+                })
+            }
+        }
+    }
+
+    fn convert_then<M>(
+        &self,
+        slot: &mut dyn Any,
+        monitor: &mut M,
+        next: Next<'_, M>,
+    ) -> Result<usize, ErasedError> {
+        match self.convert(slot)? {
+            Converted::Json(value) => next(&mut Some(value), monitor),
+            Converted::Typed(mut typed) => next(&mut *typed, monitor),
+        }
+        Ok(1)
+    }
+}
+
+impl ErasedStep for JsonBridge {
+    fn info(&self) -> &'static StepInfo {
+        match self {
+            JsonBridge::ToJson(..) => &TO_JSON,
+            JsonBridge::FromJson(..) => &FROM_JSON,
+        }
+    }
+
+    fn input_id(&self) -> TypeId {
+        match self {
+            JsonBridge::ToJson(id, _) => *id,
+            JsonBridge::FromJson(..) => TypeId::of::<Value>(),
+        }
+    }
+
+    fn output_id(&self) -> TypeId {
+        match self {
+            JsonBridge::ToJson(..) => TypeId::of::<Value>(),
+            JsonBridge::FromJson(id, ..) => *id,
+        }
+    }
+
+    fn check(&self, _: &Resources, _: &mut Vec<String>) {}
+
+    fn call_metrics(
+        &self,
+        _: &Context,
+        slot: &mut dyn Any,
+        monitor: &mut Metrics,
+        _: StepRef,
+        _: bool,
+        next: Next<'_, Metrics>,
+    ) -> Result<usize, ErasedError> {
+        self.convert_then(slot, monitor, next)
+    }
+
+    fn call_bare(
+        &self,
+        _: &Context,
+        slot: &mut dyn Any,
+        _: StepRef,
+        next: Next<'_, NoMonitor>,
+    ) -> Result<usize, ErasedError> {
+        self.convert_then(slot, &mut NoMonitor, next)
+    }
+
+    fn call_async<'a>(&'a self, _: &'a Context, slot: &mut dyn Any) -> AsyncCall<'a> {
+        let converted = self.convert(slot);
+        Box::pin(async move {
+            Ok(vec![match converted? {
+                Converted::Json(value) => Box::new(Some(value)) as BoxedSlot,
+                Converted::Typed(typed) => typed,
+            }])
+        })
+    }
+}
+
+/// Names of run-time flows live as long as the process (they are few, and
+/// the monitor's statistics refer to them); the same name is stored once.
+pub(crate) fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// The step list of a run-time flow, stored once per distinct list.
+fn intern_steps(steps: Vec<&'static StepInfo>) -> &'static [&'static StepInfo] {
+    type Key = Vec<usize>;
+    static LISTS: OnceLock<Mutex<std::collections::HashMap<Key, &'static [&'static StepInfo]>>> =
+        OnceLock::new();
+    let key: Key = steps
+        .iter()
+        .map(|s| *s as *const StepInfo as usize)
+        .collect();
+    let mut lists = LISTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    lists
+        .entry(key)
+        .or_insert_with(|| Box::leak(steps.into_boxed_slice()))
+}

@@ -1,0 +1,297 @@
+//! Flows from YAML: checked against the registry on load, then run.
+
+use serde::{Deserialize, Serialize};
+use syncflow::config;
+use syncflow::prelude::*;
+use syncflow::runtime::Shutdown;
+
+#[derive(Debug, Deserialize)]
+pub struct Reading {
+    pub sensor: String,
+    pub celsius: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Fahrenheit {
+    pub sensor: String,
+    pub fahrenheit: f64,
+}
+
+/// A type with no serde impls.
+pub struct Opaque(pub u32);
+
+/// Drops readings from sensors under test.
+#[sync_function]
+pub fn yaml_drop_test_sensors(r: Reading) -> Option<Reading> {
+    (!r.sensor.starts_with("test-")).then_some(r)
+}
+
+/// Converts to Fahrenheit; refuses impossible temperatures.
+#[sync_function]
+pub fn yaml_to_fahrenheit(r: Reading) -> Result<Fahrenheit, String> {
+    if r.celsius < -273.15 {
+        return Err(format!("{} °C is below absolute zero", r.celsius));
+    }
+    Ok(Fahrenheit {
+        sensor: r.sensor,
+        fahrenheit: r.celsius * 9.0 / 5.0 + 32.0,
+    })
+}
+
+/// Splits a reading into its sensor's name characters (a fan-out).
+#[sync_function]
+pub fn yaml_letters(f: Fahrenheit) -> Vec<String> {
+    f.sensor.chars().map(String::from).collect()
+}
+
+/// Makes something that cannot be written as JSON.
+#[sync_function]
+pub fn yaml_opaque(f: Fahrenheit) -> Opaque {
+    Opaque(f.fahrenheit as u32)
+}
+
+fn run(plan: config::Plan) -> Vec<(String, Result<RunSummary, RunError>)> {
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(plan.run(Shutdown::new(), false))
+}
+
+#[test]
+fn a_yaml_flow_runs_registered_functions_file_to_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let letters = dir.path().join("letters.jsonl");
+    let dead = dir.path().join("dead.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"sensor\":\"hall\",\"celsius\":20}\n",
+            "{\"sensor\":\"test-1\",\"celsius\":5}\n",
+            "not json\n",
+            "{\"sensor\":\"cellar\",\"celsius\":-300}\n",
+            "{\"sensor\":\"roof\",\"celsius\":-40}\n",
+        ),
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+flows:
+  temperatures:
+    source: {{ file: "{input}" }}
+    steps:
+      - yaml_drop_test_sensors
+      - yaml_to_fahrenheit
+    sinks:
+      - file: "{output}"
+    dead_letter: "{dead}"
+  letters:
+    source: {{ file: "{input}" }}
+    steps: [yaml_drop_test_sensors, yaml_to_fahrenheit, yaml_letters]
+    sinks: [{{ file: "{letters}", fsync: false }}]
+"#,
+        input = input.display(),
+        output = output.display(),
+        letters = letters.display(),
+        dead = dead.display(),
+    );
+    let plan = config::load_str(&yaml, "flows.yaml").expect("the file is valid");
+    assert_eq!(plan.names(), ["letters", "temperatures"]);
+    let results = run(plan);
+    let (name, summary) = &results[1];
+    assert_eq!(name, "temperatures");
+    let summary = summary.as_ref().expect("the flow ran");
+    assert_eq!(
+        (
+            summary.input,
+            summary.output,
+            summary.malformed,
+            summary.failed
+        ),
+        (5, 2, 1, 1)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "{\"sensor\":\"hall\",\"fahrenheit\":68.0}\n{\"sensor\":\"roof\",\"fahrenheit\":-40.0}\n"
+    );
+    let dead_letters = std::fs::read_to_string(&dead).unwrap();
+    assert!(
+        dead_letters.contains("below absolute zero"),
+        "{dead_letters}"
+    );
+    assert!(
+        dead_letters.contains("yaml_to_fahrenheit"),
+        "{dead_letters}"
+    );
+    assert_eq!(dead_letters.lines().count(), 2, "{dead_letters}");
+    assert_eq!(
+        std::fs::read_to_string(&letters).unwrap(),
+        "\"h\"\n\"a\"\n\"l\"\n\"l\"\n\"r\"\n\"o\"\n\"o\"\n\"f\"\n"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_location() {
+    let yaml = r#"
+flows:
+  broken:
+    source: { file: in.jsonl }
+    steps:
+      - yaml_to_farenheit
+      - yaml_letters
+  mismatched:
+    source: { file: in.jsonl }
+    steps:
+      - yaml_to_fahrenheit
+      - yaml_drop_test_sensors
+  unwritable:
+    source: { file: in.jsonl, stdin: true }
+    steps: [yaml_to_fahrenheit, yaml_opaque]
+    sinks: [{ stdout: true }]
+"#;
+    let errors = config::load_str(yaml, "flows.yaml").unwrap_err();
+    let text = errors.to_string();
+    let lines: Vec<_> = errors.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with("flows.yaml:6:9: no sync function is registered as `yaml_to_farenheit`; did you mean `yaml_to_fahrenheit`?"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("flows.yaml:12:9: flow step `yaml_drop_test_sensors` cannot take `")
+            && lines[1]
+                .contains("Fahrenheit`, the output of the previous step `yaml_to_fahrenheit`"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("flows.yaml:14:13: a source is exactly one of"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("flows.yaml:16:13: the flow writes its output to sinks as JSON, but `")
+            && lines[3].contains("Opaque` (the output of `yaml_opaque`) cannot be written as JSON: derive `Serialize`"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("4 errors in the flow file; nothing was started"),
+        "{text}"
+    );
+}
+
+#[test]
+fn yaml_syntax_and_unknown_keys_are_located() {
+    let errors = config::load_str(
+        "flows:\n  f:\n    source: { file: in.jsonl }\n    step: [a]\n",
+        "f.yaml",
+    )
+    .unwrap_err();
+    let e = &errors.errors[0];
+    assert_eq!((e.line, e.file.as_str()), (4, "f.yaml"), "{errors}");
+    assert!(e.message.contains("step"), "{errors}");
+
+    let errors = config::load_str("flows:\n  f: [\n", "g.yaml").unwrap_err();
+    assert!(errors.errors[0].line >= 2, "{errors}");
+}
+
+#[test]
+fn a_typed_input_without_deserialize_cannot_start_a_flow() {
+    let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_letters]\n";
+    // `Fahrenheit` is only Serialize: it cannot be read from the source.
+    let errors = config::load_str(yaml, "f.yaml").unwrap_err();
+    assert_eq!(errors.errors.len(), 1, "{errors}");
+    assert!(
+        errors.errors[0]
+            .to_string()
+            .starts_with("f.yaml:3:13: the flow reads its input from a source as JSON, but `"),
+        "{errors}"
+    );
+}
+
+fn cli(args: &[&str]) -> (u8, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = syncflow::cli::Cli::new().execute(
+        std::iter::once("syncflow").chain(args.iter().copied()),
+        &mut out,
+        &mut err,
+    );
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[test]
+fn cli_checks_runs_and_describes_flow_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, "{\"sensor\":\"hall\",\"celsius\":100}\n").unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        format!(
+            "flows:\n  t:\n    source: {{ file: \"${{SYNCFLOW_TEST_DIR}}/in.jsonl\" }}\n    steps: [yaml_to_fahrenheit]\n    sinks: [{{ file: \"{}\" }}]\n",
+            output.display()
+        ),
+    )
+    .unwrap();
+    // SAFETY: no other test reads or writes this variable.
+    unsafe { std::env::set_var("SYNCFLOW_TEST_DIR", dir.path()) };
+
+    let (code, out, err) = cli(&["check", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("flow `t`: ") && out.contains("yaml_to_fahrenheit"),
+        "{out}"
+    );
+    assert!(out.contains("1 flow checked, no errors"), "{out}");
+
+    let (code, out, err) = cli(&["run", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "{\"sensor\":\"hall\",\"fahrenheit\":212.0}\n"
+    );
+    assert!(err.contains("t"), "the summary names the flow: {err}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "flows:\n  t:\n    source: { file: in.jsonl }\n    steps: [yaml_to_fahrenheit, yaml_to_fahrenheit]\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(&["check", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    let located = format!(
+        "error: {}:4:33: flow step `yaml_to_fahrenheit` cannot take",
+        bad.display()
+    );
+    assert!(err.starts_with(&located), "{err}");
+    assert!(
+        err.trim_end()
+            .ends_with("1 error in the flow file; nothing was started"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["run", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "a rejected file runs nothing: {err}");
+
+    let (code, schema, _) = cli(&["schema"]);
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&schema).expect("the schema is JSON");
+    assert!(schema["properties"]["flows"].is_object(), "{schema}");
+    let flow = &schema["$defs"]["FlowSpec"]["properties"];
+    for key in [
+        "source",
+        "steps",
+        "sinks",
+        "dead_letter",
+        "workers",
+        "batch_size",
+    ] {
+        assert!(
+            flow[key].is_object(),
+            "the schema describes `{key}`: {schema}"
+        );
+    }
+}
