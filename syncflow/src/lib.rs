@@ -33,6 +33,7 @@ pub mod context;
 pub mod flow;
 pub mod function;
 pub mod monitor;
+pub mod policy;
 pub mod registry;
 pub mod runtime;
 
