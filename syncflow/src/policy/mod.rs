@@ -25,7 +25,7 @@
 //!
 //! The mechanisms an executor applies the policies with are here too:
 //! [`retry_async`] and [`Backoff`], [`with_timeout`], [`RateLimiter`],
-//! and [`Concurrency`].
+//! [`Concurrency`], and [`PolicyStats`] to count what the policies did.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +40,7 @@ pub mod concurrency;
 pub mod duration;
 pub mod rate;
 pub mod retry;
+pub mod stats;
 pub mod timeout;
 mod validate;
 
@@ -47,6 +48,7 @@ pub use concurrency::{Closed, Concurrency, Permit};
 pub use duration::{DurationError, Human};
 pub use rate::{Clock, ManualClock, Rate, RateError, RateLimiter, TokioClock};
 pub use retry::{Attempt, Backoff, GaveUp, Jitter, Retry, RetryError, retry_async};
+pub use stats::{PolicyCounts, PolicyStats};
 pub use timeout::{TimedOut, with_timeout};
 pub use validate::{InvalidPolicy, Problem};
 
