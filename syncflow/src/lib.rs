@@ -35,6 +35,7 @@ pub mod dynamic;
 pub mod flow;
 pub mod function;
 pub mod monitor;
+pub mod policy;
 pub mod registry;
 pub mod runtime;
 
