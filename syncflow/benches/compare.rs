@@ -229,6 +229,16 @@ fn run_w1(rounds: usize, rows: &mut Vec<Row>) {
             cpu_ratios[i].push(cpu[i] / cpu[0]);
         }
     }
+    // The YAML flow against the same flow built with `flow!`, both run
+    // by the runtime without fsync: per-round ratios, like the others.
+    let position = |k: w1::Kind| kinds.iter().position(|x| *x == k).expect("a W1 kind");
+    let (yaml, runtime) = (position(w1::Kind::Yaml), position(w1::Kind::Runtime));
+    let mut yaml_vs_flow: Vec<f64> = ratios[yaml]
+        .iter()
+        .zip(&ratios[runtime])
+        .map(|(y, r)| y / r)
+        .collect();
+    let yaml_ns = median(&mut times[yaml].clone());
     for (i, kind) in kinds.iter().enumerate() {
         rows.push(Row {
             workload: format!("W1 {}k lines", W1_LINES / 1000),
@@ -239,6 +249,14 @@ fn run_w1(rounds: usize, rows: &mut Vec<Row>) {
             cpu: Some((median(&mut cpus[i]), median(&mut cpu_ratios[i]))),
         });
     }
+    rows.push(Row {
+        workload: "W1 YAML÷flow!".to_string(),
+        label: "YAML flow vs the same flow!",
+        ns: yaml_ns,
+        ratio: median(&mut yaml_vs_flow),
+        target: Some((1.15, true)),
+        cpu: None,
+    });
 }
 
 fn check_same_output(labels: &[&str], outputs: &[PathBuf]) {

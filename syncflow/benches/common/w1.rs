@@ -321,6 +321,29 @@ pub fn w1_runtime(
     })
 }
 
+/// The same flow as [`runtime_flow`], from a YAML flow file: the registered
+/// `drop_debug` and `project` run as erased steps, the input is decoded by
+/// `LogRecord`'s registered codec.
+#[inline(never)]
+pub fn w1_yaml(rt: &tokio::runtime::Runtime, input: &Path, output: &Path) -> io::Result<Counts> {
+    let yaml = format!(
+        "flows:\n  w1_yaml:\n    source: {{ file: \"{}\" }}\n    steps: [drop_debug, project]\n    sinks: [{{ file: \"{}\", fsync: false }}]\n",
+        input.display(),
+        output.display()
+    );
+    let plan = syncflow::config::load_str(&yaml, "w1.yaml").map_err(io::Error::other)?;
+    let mut results = rt.block_on(plan.run(syncflow::runtime::Shutdown::new(), false));
+    let (_, summary) = results
+        .pop()
+        .ok_or_else(|| io::Error::other("the flow file has no flow"))?;
+    let summary = summary.map_err(io::Error::other)?;
+    Ok(Counts {
+        read: summary.input,
+        written: summary.output,
+        failed: summary.failed + summary.malformed,
+    })
+}
+
 /// Which implementation of W1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -330,16 +353,18 @@ pub enum Kind {
     FlowMetrics,
     Runtime,
     RuntimeFsync,
+    Yaml,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Hand,
         Kind::HandZeroCopy,
         Kind::FlowBare,
         Kind::FlowMetrics,
         Kind::Runtime,
         Kind::RuntimeFsync,
+        Kind::Yaml,
     ];
 
     pub fn label(self) -> &'static str {
@@ -350,6 +375,7 @@ impl Kind {
             Kind::FlowMetrics => "flow! Worker + Metrics",
             Kind::Runtime => "runtime file→file + Metrics",
             Kind::RuntimeFsync => "  same, fsync at each flush",
+            Kind::Yaml => "YAML flow file→file + Metrics",
         }
     }
 
@@ -361,6 +387,7 @@ impl Kind {
             Kind::FlowMetrics => "metrics",
             Kind::Runtime => "runtime",
             Kind::RuntimeFsync => "runtime-fsync",
+            Kind::Yaml => "yaml",
         }
     }
 
@@ -370,7 +397,7 @@ impl Kind {
     pub fn target(self) -> Option<f64> {
         match self {
             Kind::FlowBare | Kind::FlowMetrics | Kind::Runtime => Some(0.9),
-            Kind::Hand | Kind::HandZeroCopy | Kind::RuntimeFsync => None,
+            Kind::Hand | Kind::HandZeroCopy | Kind::RuntimeFsync | Kind::Yaml => None,
         }
     }
 }
@@ -404,6 +431,7 @@ impl<F: FlowDef<Input = String, Output = LogOut>> Variants<F> {
             Kind::FlowMetrics => w1_flow_worker(&mut self.metrics, input, output),
             Kind::Runtime => w1_runtime(&self.tokio, input, output, false),
             Kind::RuntimeFsync => w1_runtime(&self.tokio, input, output, true),
+            Kind::Yaml => w1_yaml(&self.tokio, input, output),
         }
     }
 }
