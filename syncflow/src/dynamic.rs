@@ -29,6 +29,7 @@ use crate::registry::{
     AsyncCall, BoxedSlot, DecodeFn, EncodeFn, ErasedError, ErasedStep, FromValueFn, Next,
     ToValueFn, TypeCodec, slot_error, take,
 };
+use crate::runtime::Shutdown;
 
 /// A step of a [`DynFlow`]: a registered function, or a step owned by the flow.
 pub enum Node {
@@ -53,6 +54,21 @@ struct Typed {
     node: Node,
     input: TypeCodec,
     output: TypeCodec,
+    on_error: OnFailure,
+}
+
+/// What a [`DynFlow`] does with a message a step failed on (the part of
+/// the `on_error` policy that a run-time flow applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Hand it to the flow's error output (the dead-letter file): the default.
+    #[default]
+    DeadLetter,
+    /// Count it as failed in the step's metrics, and nothing else.
+    Drop,
+    /// Dead-letter it, then stop the flow: no further input is read, what
+    /// was read is drained.
+    Stop,
 }
 
 /// Why a chain of steps does not fit together.
@@ -166,6 +182,7 @@ impl DynFlowBuilder {
                     node: Node::Owned(Box::new(bridge)),
                     input: got,
                     output: input,
+                    on_error: OnFailure::DeadLetter,
                 });
             }
         }
@@ -173,8 +190,17 @@ impl DynFlowBuilder {
             node,
             input,
             output,
+            on_error: OnFailure::DeadLetter,
         });
         Ok(self)
+    }
+
+    /// Sets what happens to a message the last step added fails on.
+    pub fn on_error(&mut self, on_error: OnFailure) -> &mut Self {
+        if let Some(last) = self.nodes.last_mut() {
+            last.on_error = on_error;
+        }
+        self
     }
 
     /// Appends a registered function.
@@ -212,9 +238,12 @@ impl DynFlowBuilder {
         let infos: Vec<&'static StepInfo> =
             self.nodes.iter().map(|t| t.node.get().info()).collect();
         let sync = infos.iter().all(|i| !i.is_async);
+        let on_error = self.nodes.iter().map(|t| t.on_error).collect();
         Ok(DynFlow {
             name: self.name,
             infos: intern_steps(infos),
+            on_error,
+            stop: Shutdown::new(),
             nodes: self.nodes.into_iter().map(|t| t.node).collect(),
             input,
             decode,
@@ -254,6 +283,9 @@ pub enum BoundaryError {
 pub struct DynFlow {
     name: &'static str,
     nodes: Vec<Node>,
+    on_error: Vec<OnFailure>,
+    /// Triggered by a step whose `on_error` is [`OnFailure::Stop`].
+    stop: Shutdown,
     infos: &'static [&'static StepInfo],
     input: TypeCodec,
     decode: DecodeFn,
@@ -295,6 +327,36 @@ impl DynFlow {
     /// The type of the flow's input (the first step's payload).
     pub fn input(&self) -> TypeCodec {
         self.input
+    }
+
+    /// Makes [`OnFailure::Stop`] trigger this handle (the run's shutdown).
+    pub fn stop_with(&mut self, shutdown: Shutdown) {
+        self.stop = shutdown;
+    }
+
+    /// Applies the failed step's `on_error` to a failure.
+    #[cold]
+    fn failed<E: Emit<JsonOut>>(&self, step: StepRef, error: &ErasedError, out: &mut E) {
+        let failure = StepFailure {
+            step,
+            error: &**error,
+        };
+        match self.on_error.get(step.index).copied().unwrap_or_default() {
+            OnFailure::DeadLetter => out.fail(failure),
+            OnFailure::Drop => {}
+            OnFailure::Stop => {
+                out.fail(failure);
+                if !self.stop.is_shutdown() {
+                    tracing::error!(
+                        flow = self.name,
+                        step = step.info.name,
+                        %error,
+                        "a step whose on_error is `stop` failed: stopping the flow"
+                    );
+                    self.stop.shutdown();
+                }
+            }
+        }
     }
 
     /// The decoder of the flow's input from one JSON document (for sources).
@@ -341,7 +403,7 @@ impl DynFlow {
             Ok(n) => monitor.emitted(step, n),
             Err(e) => {
                 monitor.failed(step, &*e);
-                out.fail(StepFailure { step, error: &*e });
+                self.failed(step, &e, out);
             }
         }
     }
@@ -369,7 +431,7 @@ impl DynFlow {
             Ok(n) => monitor.emitted(step, n),
             Err(e) => {
                 monitor.failed(step, &*e);
-                out.fail(StepFailure { step, error: &*e });
+                self.failed(step, &e, out);
             }
         }
     }
@@ -460,7 +522,7 @@ impl FlowDef for DynFlow {
                     }
                     Err(e) => {
                         monitor.failed(step, &*e);
-                        out.fail(StepFailure { step, error: &*e });
+                        self.failed(step, &e, out);
                     }
                 }
             }

@@ -295,3 +295,81 @@ fn cli_checks_runs_and_describes_flow_files() {
         );
     }
 }
+
+#[test]
+fn policies_choose_what_happens_to_failed_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut lines = String::new();
+    for i in 0..5000 {
+        let celsius = if i % 2 == 1 { -500 } else { 10 };
+        lines.push_str(&format!("{{\"sensor\":\"s{i}\",\"celsius\":{celsius}}}\n"));
+    }
+    std::fs::write(&input, lines).unwrap();
+    let flow = |name: &str| {
+        format!(
+            "  {name}:\n    source: {{ file: \"{input}\" }}\n    steps: [yaml_to_fahrenheit]\n    sinks: [{{ file: \"{out}\", fsync: false }}]\n    dead_letter: \"{dead}\"\n    batch_size: 100\n",
+            input = input.display(),
+            out = dir.path().join(format!("{name}.out")).display(),
+            dead = dir.path().join(format!("{name}.dead")).display(),
+        )
+    };
+    let run_with = |policy: &str, name: &str| {
+        let yaml = format!(
+            "flows:\n{}policies:\n  yaml_to_fahrenheit: {{ on_error: {policy} }}\n",
+            flow(name)
+        );
+        let plan = config::load_str(&yaml, "p.yaml").expect("valid");
+        let (_, summary) = run(plan).pop().unwrap();
+        let summary = summary.expect("the flow ran");
+        let dead =
+            std::fs::read_to_string(dir.path().join(format!("{name}.dead"))).unwrap_or_default();
+        (summary, dead.lines().count())
+    };
+
+    let (summary, dead) = run_with("dead_letter", "dl");
+    assert_eq!((summary.output, summary.failed, dead), (2500, 2500, 2500));
+
+    let (summary, dead) = run_with("drop", "dropped");
+    assert_eq!(
+        (summary.output, dead),
+        (2500, 0),
+        "dropped, not dead-lettered"
+    );
+
+    let (summary, dead) = run_with("stop", "stopped");
+    assert!(
+        dead >= 1,
+        "the failure that stopped the flow is dead-lettered"
+    );
+    assert!(
+        summary.input < 5000,
+        "the flow stopped reading after the first failure: read {}",
+        summary.input
+    );
+}
+
+#[test]
+fn invalid_or_unapplied_policies_are_load_errors() {
+    let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_to_fahrenheit]\npolicies:\n  yaml_to_fahrenheit: { retry: 3 }\n  yaml_to_farenheit: { on_error: drop }\n";
+    let errors = config::load_str(yaml, "p.yaml").unwrap_err();
+    let text = errors.to_string();
+    assert!(
+        text.contains("policies.yaml_to_farenheit: the flow has no function `yaml_to_farenheit`"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "p.yaml:4:13: policy `retry` of `yaml_to_fahrenheit` is not applied to YAML flows"
+        ),
+        "{text}"
+    );
+    let bad = "flows:\n  f:\n    source: { stdin: true }\npolicies:\n  defaults: { timeout: 2 }\n";
+    let errors = config::load_str(bad, "p.yaml").unwrap_err();
+    assert!(
+        errors.errors[0]
+            .to_string()
+            .starts_with("p.yaml:5:3: policies: "),
+        "{errors}"
+    );
+}

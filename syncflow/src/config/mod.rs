@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 
 use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
-use crate::dynamic::{BoundaryError, ChainError, DynFlow, DynFlowBuilder};
+use crate::dynamic::{BoundaryError, ChainError, DynFlow, DynFlowBuilder, OnFailure};
 use crate::flow::Flow;
+use crate::policy::{OnError, Policy, PolicySet};
 use crate::registry::{self, LookupError, TypeCodec};
 use crate::runtime::{RunError, RunSummary, Runtime, Shutdown};
 
@@ -131,9 +132,10 @@ pub fn check(file: FlowFile, origin: &str) -> Result<Plan, ConfigErrors> {
             "the file declares no flow: add one under `flows:`".to_string(),
         ));
     }
+    let policies = check_policies(&file, origin, &mut errors);
     let mut flows = Vec::new();
     for (name, spec) in file.flows {
-        if let Some(flow) = check_flow(&name, spec, origin, &mut errors) {
+        if let Some(flow) = check_flow(&name, spec, &policies, origin, &mut errors) {
             flows.push(flow);
         }
     }
@@ -143,9 +145,77 @@ pub fn check(file: FlowFile, origin: &str) -> Result<Plan, ConfigErrors> {
     })
 }
 
+/// Reads and validates `policies:` against the functions the flows use.
+fn check_policies(file: &FlowFile, origin: &str, errors: &mut ConfigErrors) -> PolicySet {
+    let Some(spanned) = &file.policies else {
+        return PolicySet::default();
+    };
+    let at = |message: String| ConfigError::new(origin, spanned.referenced, message);
+    let set: PolicySet = match serde_json::from_value(spanned.value.clone()) {
+        Ok(set) => set,
+        Err(e) => {
+            errors.push(at(format!("policies: {e}")));
+            return PolicySet::default();
+        }
+    };
+    let mut used: Vec<&str> = file
+        .flows
+        .values()
+        .flat_map(|f| f.value.steps.iter())
+        .filter_map(|s| match &s.value {
+            StepSpec::Function(name) => Some(name.as_str()),
+            StepSpec::WithArgs(_) => None,
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    for problem in set.problems(&used) {
+        errors.push(at(problem.to_string()));
+    }
+    set
+}
+
+/// The `on_error` a step runs with; a policy this version does not apply to
+/// YAML flows is an error rather than a setting silently ignored.
+fn step_policy(
+    function: &str,
+    policies: &PolicySet,
+    at: &dyn Fn(String) -> ConfigError,
+    errors: &mut ConfigErrors,
+) -> OnFailure {
+    let policy: Policy = policies.resolve(function, &Policy::default());
+    let unsupported = [
+        ("retry", policy.retry.is_some()),
+        ("timeout", policy.timeout.is_some()),
+        ("concurrency", policy.concurrency.is_some()),
+        ("batch", policy.batch.is_some()),
+        ("rate_limit", policy.rate_limit.is_some()),
+    ];
+    for (key, set) in unsupported {
+        if set {
+            errors.push(at(format!(
+                "policy `{key}` of `{function}` is not applied to YAML flows by this version of syncflow; remove it (it would be ignored)"
+            )));
+        }
+    }
+    match policy.on_error() {
+        OnError::DeadLetter { channel: None } => OnFailure::DeadLetter,
+        OnError::Drop => OnFailure::Drop,
+        OnError::Stop => OnFailure::Stop,
+        other => {
+            errors.push(at(format!(
+                "`on_error: {}` of `{function}` is not applied to YAML flows by this version of syncflow; use `dead_letter` (to the flow's dead_letter file), `drop` or `stop`",
+                other.name()
+            )));
+            OnFailure::DeadLetter
+        }
+    }
+}
+
 fn check_flow(
     name: &str,
     spec: Spanned<FlowSpec>,
+    policies: &PolicySet,
     origin: &str,
     errors: &mut ConfigErrors,
 ) -> Option<PlannedFlow> {
@@ -202,7 +272,15 @@ fn check_flow(
         if let Err(e) = builder.function(registration) {
             errors.push(at(loc, describe_chain(&e)));
             chain_ok = false;
+            continue;
         }
+        let on_error = step_policy(
+            registration.info.name,
+            policies,
+            &|message| at(loc, message),
+            errors,
+        );
+        builder.on_error(on_error);
     }
 
     // Source.
@@ -365,7 +443,8 @@ impl Plan {
     ) -> Vec<(String, Result<RunSummary, RunError>)> {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, planned) in self.flows.into_iter().enumerate() {
-            let shutdown = shutdown.clone();
+            // Each flow can stop alone (`on_error: stop`); all stop with the plan.
+            let shutdown = shutdown.child();
             tasks.spawn(async move {
                 let name = planned.name.clone();
                 (i, name, planned.run(shutdown, signals).await)
@@ -395,15 +474,17 @@ impl PlannedFlow {
     /// with `signals`, Ctrl-C or SIGTERM arrives).
     pub async fn run(self, shutdown: Shutdown, signals: bool) -> Result<RunSummary, RunError> {
         let options = Options {
+            shutdown: shutdown.clone(),
             sinks: self.sinks,
             dead_letter: self.dead_letter,
             workers: self.workers,
             batch_size: self.batch_size,
-            shutdown,
             signals,
         };
         let decode = self.flow.decoder();
-        let flow = Flow::new(self.flow);
+        let mut def = self.flow;
+        def.stop_with(shutdown.clone());
+        let flow = Flow::new(def);
         match self.source {
             SourcePlan::File { path, state_dir } => {
                 let source_error = |error| RunError::Source {

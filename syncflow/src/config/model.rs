@@ -14,6 +14,11 @@ pub struct FlowFile {
     /// The flows, by name. Every flow runs in parallel with the others.
     #[schemars(with = "BTreeMap<String, FlowSpec>")]
     pub flows: BTreeMap<String, Spanned<FlowSpec>>,
+    /// Policies by registered function name, and `defaults` for every
+    /// function (see the policies chapter of the book).
+    #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
+    pub policies: Option<Spanned<serde_json::Value>>,
 }
 
 /// One flow: where messages come from, the steps they go through, where

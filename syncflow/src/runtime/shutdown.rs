@@ -47,6 +47,14 @@ impl Shutdown {
         self.token.cancelled().await;
     }
 
+    /// A handle that is triggered with this one, and can also be triggered
+    /// alone (one flow of several stopping on its own).
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            token: self.token.child_token(),
+        }
+    }
+
     pub(crate) fn child_token(&self) -> CancellationToken {
         self.token.child_token()
     }
