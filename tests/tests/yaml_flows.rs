@@ -373,3 +373,55 @@ fn invalid_or_unapplied_policies_are_load_errors() {
         "{errors}"
     );
 }
+
+/// The keys of the reference tables under `### {heading}` in the book.
+fn documented_keys(book: &str, heading: &str) -> Vec<String> {
+    let start = book
+        .find(&format!("### {heading}"))
+        .unwrap_or_else(|| panic!("the book has a `{heading}` section"));
+    let section = &book[start..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |i| i + 4)];
+    let mut keys: Vec<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn the_config_reference_matches_the_schema() {
+    let book = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../book/src/config.md"
+    ))
+    .expect("the config chapter");
+    let schema: serde_json::Value = serde_json::from_str(&config::schema_json()).unwrap();
+    let keys = |props: &serde_json::Value| {
+        let mut k: Vec<String> = props
+            .as_object()
+            .expect("properties")
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        documented_keys(&book, "Top level"),
+        keys(&schema["properties"])
+    );
+    for (heading, def) in [
+        ("A flow", "FlowSpec"),
+        ("A source", "SourceSpec"),
+        ("A sink", "SinkSpec"),
+    ] {
+        assert_eq!(
+            documented_keys(&book, heading),
+            keys(&schema["$defs"][def]["properties"]),
+            "book section `{heading}` vs schema `{def}`"
+        );
+    }
+}
