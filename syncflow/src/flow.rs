@@ -170,6 +170,11 @@ impl<F: FlowDef, M: Monitor> Flow<F, M> {
         &self.def
     }
 
+    /// The flow's definition, shared.
+    pub(crate) fn def_arc(&self) -> Arc<F> {
+        self.def.clone()
+    }
+
     /// The flow's name.
     pub fn name(&self) -> &'static str {
         self.def.name()

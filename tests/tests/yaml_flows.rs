@@ -425,3 +425,49 @@ fn the_config_reference_matches_the_schema() {
         );
     }
 }
+
+syncflow::register_flow!(
+    "yaml_clean_readings",
+    flow!(yaml_drop_test_sensors -> yaml_to_fahrenheit)
+);
+
+#[test]
+fn a_registered_flow_is_one_step_of_a_yaml_flow() {
+    let found = syncflow::dynamic::find_flow("yaml_clean_readings").expect("registered");
+    assert_eq!(found.name, "yaml_clean_readings");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let dead = dir.path().join("dead.jsonl");
+    std::fs::write(
+        &input,
+        "{\"sensor\":\"ab\",\"celsius\":0}\n{\"sensor\":\"test-x\",\"celsius\":0}\n{\"sensor\":\"cd\",\"celsius\":-999}\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "flows:\n  nested:\n    source: {{ file: \"{}\" }}\n    steps: [yaml_clean_readings, yaml_letters]\n    sinks: [{{ file: \"{}\" }}]\n    dead_letter: \"{}\"\n",
+        input.display(),
+        output.display(),
+        dead.display()
+    );
+    let plan = config::load_str(&yaml, "n.yaml").expect("valid");
+    let (_, summary) = run(plan).pop().unwrap();
+    let summary = summary.unwrap();
+    assert_eq!((summary.output, summary.failed), (2, 1));
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "\"a\"\n\"b\"\n");
+    let dead = std::fs::read_to_string(&dead).unwrap();
+    assert!(
+        dead.contains("below absolute zero (step `yaml_to_fahrenheit` of flow `yaml_drop_test_sensors->yaml_to_fahrenheit`)"),
+        "{dead}"
+    );
+
+    // Its types are checked like a function's.
+    let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_clean_readings, yaml_clean_readings]\n";
+    let errors = config::load_str(yaml, "n.yaml").unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .contains("n.yaml:4:34: flow step `yaml_clean_readings` cannot take"),
+        "{errors}"
+    );
+}

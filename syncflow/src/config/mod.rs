@@ -28,7 +28,10 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 
 use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
-use crate::dynamic::{BoundaryError, ChainError, DynFlow, DynFlowBuilder, OnFailure};
+use crate::dynamic::{
+    BoundaryError, ChainError, DynFlow, DynFlowBuilder, NestedParts, Node, OnFailure, find_flow,
+    registered_flows,
+};
 use crate::flow::Flow;
 use crate::policy::{OnError, Policy, PolicySet};
 use crate::registry::{self, LookupError, TypeCodec};
@@ -233,11 +236,11 @@ fn check_flow(
     let mut chain_ok = true;
     for step in &spec.steps {
         let loc = step.referenced;
-        let registration = match &step.value {
-            StepSpec::Function(fn_name) => match registry::lookup(fn_name) {
+        let resolved = match &step.value {
+            StepSpec::Function(step_name) => match resolve_step(step_name) {
                 Ok(r) => r,
-                Err(e) => {
-                    errors.push(at(loc, describe_lookup(&e)));
+                Err(message) => {
+                    errors.push(at(loc, message));
                     chain_ok = false;
                     continue;
                 }
@@ -245,14 +248,14 @@ fn check_flow(
             StepSpec::WithArgs(map) => {
                 let keys: Vec<&str> = map.keys().map(String::as_str).collect();
                 let message = match keys.as_slice() {
-                    [key] if registry::lookup(key).is_ok() => format!(
-                        "`{key}` is a sync function and takes no arguments: write the step as `- {key}`"
+                    [key] if resolve_step(key).is_ok() => format!(
+                        "`{key}` is a registered step and takes no arguments: write it as `- {key}`"
                     ),
                     [key] => format!(
-                        "unknown step `{key}`: a step is the name of a registered function{}",
+                        "unknown step `{key}`: a step is the name of a registered function or flow{}",
                         match registry::did_you_mean(&registry::closest(
                             key,
-                            registry::registrations().iter().map(|r| r.info.name)
+                            step_names().into_iter()
                         )) {
                             Some(q) => format!("; {q}"),
                             None => " (run `syncflow functions` to list them)".to_string(),
@@ -269,17 +272,21 @@ fn check_flow(
             // After an unknown step the types of what follows are unknown.
             continue;
         }
-        if let Err(e) = builder.function(registration) {
+        let (step_name, pushed) = match resolved {
+            Resolved::Function(registration) => {
+                (registration.info.name, builder.function(registration))
+            }
+            Resolved::Flow(name, parts) => (
+                name,
+                builder.step(Node::Owned(parts.step), parts.input, parts.output),
+            ),
+        };
+        if let Err(e) = pushed {
             errors.push(at(loc, describe_chain(&e)));
             chain_ok = false;
             continue;
         }
-        let on_error = step_policy(
-            registration.info.name,
-            policies,
-            &|message| at(loc, message),
-            errors,
-        );
+        let on_error = step_policy(step_name, policies, &|message| at(loc, message), errors);
         builder.on_error(on_error);
     }
 
@@ -419,8 +426,36 @@ fn check_sink(
     Some(SinkPlan::Stdout)
 }
 
-fn describe_lookup(e: &LookupError) -> String {
-    e.to_string()
+/// A step name, resolved.
+enum Resolved {
+    Function(&'static registry::Registration),
+    Flow(&'static str, NestedParts),
+}
+
+/// A registered function, else a registered static flow, by name.
+fn resolve_step(name: &str) -> Result<Resolved, String> {
+    match registry::lookup(name) {
+        Ok(r) => Ok(Resolved::Function(r)),
+        Err(LookupError::Unknown { .. }) => match find_flow(name) {
+            Some(flow) => Ok(Resolved::Flow(flow.name, (flow.build)())),
+            None => Err(LookupError::Unknown {
+                name: name.to_string(),
+                closest: registry::closest(name, step_names().into_iter()),
+            }
+            .to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Every name a step can use: registered functions and flows.
+fn step_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = registry::registrations()
+        .iter()
+        .map(|r| r.info.name)
+        .collect();
+    names.extend(registered_flows().iter().map(|f| f.name));
+    names
 }
 
 fn describe_chain(e: &ChainError) -> String {

@@ -154,6 +154,17 @@ pub mod probe {
         pub const NEW: Self = Probe(PhantomData);
     }
 
+    impl<T: 'static> Probe<T> {
+        /// The probed type's name.
+        pub fn probed_name(&self) -> &'static str {
+            std::any::type_name::<T>()
+        }
+        /// The probed type's id.
+        pub fn probed_id(&self) -> TypeId {
+            TypeId::of::<T>()
+        }
+    }
+
     /// Chosen when `T: Deserialize`.
     pub trait HasDeserialize {
         /// The decoder.
