@@ -21,21 +21,23 @@
 
 mod env;
 mod error;
+mod io;
 pub mod model;
+mod policies;
+mod run;
+mod steps;
+
+use io::{check_sink, check_source};
+use policies::{check_policies, step_policy};
+use steps::{Resolved, describe_chain, resolve_step, step_names};
 
 use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
 
-use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
-use crate::dynamic::{
-    BoundaryError, ChainError, DynFlow, DynFlowBuilder, NestedParts, Node, OnFailure, find_flow,
-    registered_flows,
-};
-use crate::flow::Flow;
-use crate::policy::{OnError, Policy, PolicySet};
-use crate::registry::{self, LookupError, TypeCodec};
-use crate::runtime::{RunError, RunSummary, Runtime, Shutdown};
+use crate::dynamic::{BoundaryError, DynFlow, DynFlowBuilder, Node};
+use crate::policy::PolicySet;
+use crate::registry::{self, TypeCodec};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{FlowFile, FlowSpec, SinkSpec, SourceSpec, StepSpec, schema_json};
@@ -146,73 +148,6 @@ pub fn check(file: FlowFile, origin: &str) -> Result<Plan, ConfigErrors> {
         origin: origin.to_string(),
         flows,
     })
-}
-
-/// Reads and validates `policies:` against the functions the flows use.
-fn check_policies(file: &FlowFile, origin: &str, errors: &mut ConfigErrors) -> PolicySet {
-    let Some(spanned) = &file.policies else {
-        return PolicySet::default();
-    };
-    let at = |message: String| ConfigError::new(origin, spanned.referenced, message);
-    let set: PolicySet = match serde_json::from_value(spanned.value.clone()) {
-        Ok(set) => set,
-        Err(e) => {
-            errors.push(at(format!("policies: {e}")));
-            return PolicySet::default();
-        }
-    };
-    let mut used: Vec<&str> = file
-        .flows
-        .values()
-        .flat_map(|f| f.value.steps.iter())
-        .filter_map(|s| match &s.value {
-            StepSpec::Function(name) => Some(name.as_str()),
-            StepSpec::WithArgs(_) => None,
-        })
-        .collect();
-    used.sort_unstable();
-    used.dedup();
-    for problem in set.problems(&used) {
-        errors.push(at(problem.to_string()));
-    }
-    set
-}
-
-/// The `on_error` a step runs with; a policy this version does not apply to
-/// YAML flows is an error rather than a setting silently ignored.
-fn step_policy(
-    function: &str,
-    policies: &PolicySet,
-    at: &dyn Fn(String) -> ConfigError,
-    errors: &mut ConfigErrors,
-) -> OnFailure {
-    let policy: Policy = policies.resolve(function, &Policy::default());
-    let unsupported = [
-        ("retry", policy.retry.is_some()),
-        ("timeout", policy.timeout.is_some()),
-        ("concurrency", policy.concurrency.is_some()),
-        ("batch", policy.batch.is_some()),
-        ("rate_limit", policy.rate_limit.is_some()),
-    ];
-    for (key, set) in unsupported {
-        if set {
-            errors.push(at(format!(
-                "policy `{key}` of `{function}` is not applied to YAML flows by this version of syncflow; remove it (it would be ignored)"
-            )));
-        }
-    }
-    match policy.on_error() {
-        OnError::DeadLetter { channel: None } => OnFailure::DeadLetter,
-        OnError::Drop => OnFailure::Drop,
-        OnError::Stop => OnFailure::Stop,
-        other => {
-            errors.push(at(format!(
-                "`on_error: {}` of `{function}` is not applied to YAML flows by this version of syncflow; use `dead_letter` (to the flow's dead_letter file), `drop` or `stop`",
-                other.name()
-            )));
-            OnFailure::DeadLetter
-        }
-    }
 }
 
 fn check_flow(
@@ -348,248 +283,4 @@ fn check_flow(
             .batch_size
             .unwrap_or(crate::runtime::DEFAULT_BATCH_SIZE),
     })
-}
-
-fn check_source(
-    spec: &Spanned<SourceSpec>,
-    origin: &str,
-    errors: &mut ConfigErrors,
-) -> Option<SourcePlan> {
-    let loc = spec.referenced;
-    let s = &spec.value;
-    let at = |message: String| ConfigError::new(origin, loc, message);
-    let kinds = [s.file.is_some(), s.stdin == Some(true)];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        errors.push(at(
-            "a source is exactly one of `file: <path>` or `stdin: true`".to_string(),
-        ));
-        return None;
-    }
-    if let Some(file) = &s.file {
-        let path = env::interpolate(file)
-            .map_err(|m| errors.push(at(format!("source file: {m}"))))
-            .ok()?;
-        let state_dir = match &s.state_dir {
-            Some(dir) => Some(PathBuf::from(
-                env::interpolate(dir)
-                    .map_err(|m| errors.push(at(format!("source state_dir: {m}"))))
-                    .ok()?,
-            )),
-            None => None,
-        };
-        return Some(SourcePlan::File {
-            path: PathBuf::from(path),
-            state_dir,
-        });
-    }
-    if s.state_dir.is_some() {
-        errors.push(at(
-            "`state_dir` applies to a `file` source only: standard input cannot be resumed"
-                .to_string(),
-        ));
-        return None;
-    }
-    Some(SourcePlan::Stdin)
-}
-
-fn check_sink(
-    spec: &Spanned<SinkSpec>,
-    origin: &str,
-    errors: &mut ConfigErrors,
-) -> Option<SinkPlan> {
-    let loc = spec.referenced;
-    let s = &spec.value;
-    let at = |message: String| ConfigError::new(origin, loc, message);
-    let kinds = [s.file.is_some(), s.stdout == Some(true)];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        errors.push(at(
-            "a sink is exactly one of `file: <path>` or `stdout: true`".to_string(),
-        ));
-        return None;
-    }
-    if let Some(file) = &s.file {
-        let path = env::interpolate(file)
-            .map_err(|m| errors.push(at(format!("sink file: {m}"))))
-            .ok()?;
-        return Some(SinkPlan::File {
-            path: PathBuf::from(path),
-            append: s.append.unwrap_or(false),
-            fsync: s.fsync.unwrap_or(true),
-        });
-    }
-    if s.append.is_some() || s.fsync.is_some() {
-        errors.push(at(
-            "`append` and `fsync` apply to a `file` sink only".to_string()
-        ));
-        return None;
-    }
-    Some(SinkPlan::Stdout)
-}
-
-/// A step name, resolved.
-enum Resolved {
-    Function(&'static registry::Registration),
-    Flow(&'static str, NestedParts),
-}
-
-/// A registered function, else a registered static flow, by name.
-fn resolve_step(name: &str) -> Result<Resolved, String> {
-    match registry::lookup(name) {
-        Ok(r) => Ok(Resolved::Function(r)),
-        Err(LookupError::Unknown { .. }) => match find_flow(name) {
-            Some(flow) => Ok(Resolved::Flow(flow.name, (flow.build)())),
-            None => Err(LookupError::Unknown {
-                name: name.to_string(),
-                closest: registry::closest(name, step_names().into_iter()),
-            }
-            .to_string()),
-        },
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Every name a step can use: registered functions and flows.
-fn step_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = registry::registrations()
-        .iter()
-        .map(|r| r.info.name)
-        .collect();
-    names.extend(registered_flows().iter().map(|f| f.name));
-    names
-}
-
-fn describe_chain(e: &ChainError) -> String {
-    e.to_string()
-}
-
-impl Plan {
-    /// The names of the flows.
-    pub fn names(&self) -> Vec<&str> {
-        self.flows.iter().map(|f| f.name.as_str()).collect()
-    }
-
-    /// Runs every flow in parallel until each has read all its input or
-    /// `shutdown` is triggered; returns each flow's summary, in order.
-    /// With `signals`, Ctrl-C and SIGTERM stop every flow gracefully.
-    pub async fn run(
-        self,
-        shutdown: Shutdown,
-        signals: bool,
-    ) -> Vec<(String, Result<RunSummary, RunError>)> {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, planned) in self.flows.into_iter().enumerate() {
-            // Each flow can stop alone (`on_error: stop`); all stop with the plan.
-            let shutdown = shutdown.child();
-            tasks.spawn(async move {
-                let name = planned.name.clone();
-                (i, name, planned.run(shutdown, signals).await)
-            });
-        }
-        let mut done = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(result) => done.push(result),
-                Err(e) => done.push((
-                    usize::MAX,
-                    "?".to_string(),
-                    Err(RunError::Panicked {
-                        task: "a flow's task".to_string(),
-                        message: e.to_string(),
-                    }),
-                )),
-            }
-        }
-        done.sort_by_key(|(i, ..)| *i);
-        done.into_iter().map(|(_, name, r)| (name, r)).collect()
-    }
-}
-
-impl PlannedFlow {
-    /// Runs this flow until its input ends or `shutdown` is triggered (or,
-    /// with `signals`, Ctrl-C or SIGTERM arrives).
-    pub async fn run(self, shutdown: Shutdown, signals: bool) -> Result<RunSummary, RunError> {
-        let options = Options {
-            shutdown: shutdown.clone(),
-            sinks: self.sinks,
-            dead_letter: self.dead_letter,
-            workers: self.workers,
-            batch_size: self.batch_size,
-            signals,
-        };
-        let decode = self.flow.decoder();
-        let mut def = self.flow;
-        def.stop_with(shutdown.clone());
-        let flow = Flow::new(def);
-        match self.source {
-            SourcePlan::File { path, state_dir } => {
-                let source_error = |error| RunError::Source {
-                    name: path.display().to_string(),
-                    error,
-                };
-                let mut source = JsonLinesSource::open_with(&path, decode).map_err(source_error)?;
-                if let Some(dir) = state_dir {
-                    source = source.state_dir(dir).map_err(source_error)?;
-                }
-                finish(Runtime::new(flow).source(source), options).await
-            }
-            SourcePlan::Stdin => {
-                let source = StdinSource::with_decoder(decode);
-                finish(Runtime::new(flow).source(source), options).await
-            }
-        }
-    }
-}
-
-/// How a planned flow runs, apart from its source.
-struct Options {
-    sinks: Vec<SinkPlan>,
-    dead_letter: Option<PathBuf>,
-    workers: usize,
-    batch_size: usize,
-    shutdown: Shutdown,
-    signals: bool,
-}
-
-async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
-    mut rt: Runtime<DynFlow, crate::monitor::Metrics, S>,
-    options: Options,
-) -> Result<RunSummary, RunError> {
-    let Options {
-        sinks,
-        dead_letter,
-        workers,
-        batch_size,
-        shutdown,
-        signals,
-    } = options;
-    for sink in sinks {
-        rt = match sink {
-            SinkPlan::File {
-                path,
-                append,
-                fsync,
-            } => {
-                let sink = if append {
-                    JsonLinesSink::append(&path)
-                } else {
-                    JsonLinesSink::create(&path)
-                }
-                .map_err(|error| RunError::Sink {
-                    name: path.display().to_string(),
-                    error,
-                })?;
-                rt.sink(sink.fsync(fsync))
-            }
-            SinkPlan::Stdout => rt.sink(StdoutSink::new()),
-        };
-    }
-    if let Some(path) = dead_letter {
-        rt = rt.dead_letter(path);
-    }
-    rt.workers(workers)
-        .batch_size(batch_size)
-        .handle_signals(signals)
-        .with_shutdown(shutdown)
-        .run()
-        .await
 }

@@ -1,0 +1,85 @@
+//! Sources and sinks of flow files.
+
+use std::path::PathBuf;
+
+use serde_saphyr::Spanned;
+
+use super::env;
+use super::model::{SinkSpec, SourceSpec};
+use super::{ConfigError, ConfigErrors, SinkPlan, SourcePlan};
+
+pub(super) fn check_source(
+    spec: &Spanned<SourceSpec>,
+    origin: &str,
+    errors: &mut ConfigErrors,
+) -> Option<SourcePlan> {
+    let loc = spec.referenced;
+    let s = &spec.value;
+    let at = |message: String| ConfigError::new(origin, loc, message);
+    let kinds = [s.file.is_some(), s.stdin == Some(true)];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        errors.push(at(
+            "a source is exactly one of `file: <path>` or `stdin: true`".to_string(),
+        ));
+        return None;
+    }
+    if let Some(file) = &s.file {
+        let path = env::interpolate(file)
+            .map_err(|m| errors.push(at(format!("source file: {m}"))))
+            .ok()?;
+        let state_dir = match &s.state_dir {
+            Some(dir) => Some(PathBuf::from(
+                env::interpolate(dir)
+                    .map_err(|m| errors.push(at(format!("source state_dir: {m}"))))
+                    .ok()?,
+            )),
+            None => None,
+        };
+        return Some(SourcePlan::File {
+            path: PathBuf::from(path),
+            state_dir,
+        });
+    }
+    if s.state_dir.is_some() {
+        errors.push(at(
+            "`state_dir` applies to a `file` source only: standard input cannot be resumed"
+                .to_string(),
+        ));
+        return None;
+    }
+    Some(SourcePlan::Stdin)
+}
+
+pub(super) fn check_sink(
+    spec: &Spanned<SinkSpec>,
+    origin: &str,
+    errors: &mut ConfigErrors,
+) -> Option<SinkPlan> {
+    let loc = spec.referenced;
+    let s = &spec.value;
+    let at = |message: String| ConfigError::new(origin, loc, message);
+    let kinds = [s.file.is_some(), s.stdout == Some(true)];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        errors.push(at(
+            "a sink is exactly one of `file: <path>` or `stdout: true`".to_string(),
+        ));
+        return None;
+    }
+    if let Some(file) = &s.file {
+        let path = env::interpolate(file)
+            .map_err(|m| errors.push(at(format!("sink file: {m}"))))
+            .ok()?;
+        return Some(SinkPlan::File {
+            path: PathBuf::from(path),
+            append: s.append.unwrap_or(false),
+            fsync: s.fsync.unwrap_or(true),
+        });
+    }
+    if s.append.is_some() || s.fsync.is_some() {
+        errors.push(at(
+            "`append` and `fsync` apply to a `file` sink only".to_string()
+        ));
+        return None;
+    }
+    Some(SinkPlan::Stdout)
+}
