@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod channel;
 pub mod cli;
 pub mod connector;
 pub mod context;
@@ -77,6 +78,7 @@ macro_rules! flow {
 
 /// Everything a flow needs, in one import.
 pub mod prelude {
+    pub use crate::channel::{ChannelStore, LoadSource, SaveSink};
     pub use crate::connector::{
         JsonLinesSink, JsonLinesSource, Sink, Source, StdinSource, StdoutSink,
     };
