@@ -869,7 +869,7 @@ async fn after_a_crash_only_unacknowledged_batches_are_delivered_again() {
     // Only batches the sink confirmed can have been committed: a batch
     // boundary at or before what the sink received.
     assert!(
-        position <= 251 && (position - 1) % 50 == 0,
+        position <= 251 && (position - 1).is_multiple_of(50),
         "cursor {position}"
     );
     let output = dir.path().join("out.jsonl");
