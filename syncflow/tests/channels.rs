@@ -897,3 +897,76 @@ async fn after_a_crash_only_unacknowledged_batches_are_delivered_again() {
     all.dedup();
     assert_eq!(all, (1..=TOTAL).collect::<Vec<_>>(), "a record was lost");
 }
+
+// ---- Another process ----
+
+const HELPER_ENV: &str = "SYNCFLOW_CHANNEL_TEST_HELPER";
+
+/// Run by `another_process_...` in a child process (does nothing otherwise):
+/// opens the store named in the environment and appends three records.
+#[test]
+#[ignore = "run as a child process by another test"]
+fn child_process_helper() {
+    let Ok(task) = std::env::var(HELPER_ENV) else {
+        return;
+    };
+    let (mode, path) = task.split_once(':').unwrap();
+    let options = ChannelStore::options().shared(mode == "shared");
+    match options.open(path) {
+        Err(e) => println!("CHILD-ERROR {e}"),
+        Ok(store) => {
+            let seqs = store.append("cross", &numbers(1..=3)).unwrap().seqs;
+            println!("CHILD-APPENDED {seqs:?}");
+        }
+    }
+}
+
+fn run_child(mode: &str, path: &Path) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_helper",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(HELPER_ENV, format!("{mode}:{}", path.display()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_is_refused_by_default_and_shares_in_shared_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let exclusive = dir.path().join("exclusive.redb");
+    let _store = ChannelStore::open(&exclusive).unwrap();
+    let out = run_child("exclusive", &exclusive);
+    assert!(out.contains("CHILD-ERROR channel store"), "{out}");
+    assert!(
+        out.contains("exclusive.redb` is already open in another process"),
+        "{out}"
+    );
+    assert!(out.contains("ChannelStoreOptions::shared(true)"), "{out}");
+
+    let shared_path = dir.path().join("shared.redb");
+    let shared = ChannelStore::options()
+        .shared(true)
+        .open(&shared_path)
+        .unwrap();
+    let mut source = LoadSource::<u64>::open_with(
+        &shared,
+        "cross",
+        "here",
+        LoadOptions::default().poll_interval(Duration::from_millis(50)),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || run_child("shared", &shared_path))
+        .await
+        .unwrap();
+    assert!(out.contains("CHILD-APPENDED 1..4"), "{out}");
+    let (records, _) = read_batch(&mut source, 10).await;
+    assert_eq!(
+        records,
+        (1..=3).map(|i| (i, i.to_string())).collect::<Vec<_>>()
+    );
+}

@@ -462,3 +462,56 @@ impl Source for RawLoadSource {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{ChannelStoreOptions, RecordBatch};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_by_another_process_are_seen_by_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.redb");
+        let options = ChannelStoreOptions::default().shared(true);
+        let here = options.clone().open(&path).unwrap();
+        // Another handle on the file, with its own wake-ups: like another process.
+        let there = ChannelStore::open_separately(here.path(), options).unwrap();
+        let poll = Duration::from_millis(100);
+        let mut source = LoadSource::<u64>::open_with(
+            &here,
+            "shared",
+            "follower",
+            LoadOptions::default().poll_interval(poll),
+        )
+        .unwrap();
+        let mut batch = Batch::default();
+        assert_eq!(source.read(&mut batch, 10).await.unwrap(), Read::Idle);
+        let mut records = RecordBatch::new();
+        records.push(b"7").unwrap();
+        // The append lands while the reader waits: no wake-up comes from the
+        // other handle, the read after the poll interval finds it.
+        let append = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::task::spawn_blocking(move || there.append("shared", &records))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        let started = std::time::Instant::now();
+        let read = source.read(&mut batch, 10).await.unwrap();
+        append.await.unwrap();
+        assert_eq!(
+            read,
+            Read::Batch(ChannelAck {
+                next: 2,
+                skipped: 0
+            })
+        );
+        assert!(started.elapsed() >= poll, "woken without a notification?");
+        let got: Vec<_> = batch
+            .iter()
+            .map(|(seq, _, v)| (seq, v.clone().unwrap()))
+            .collect();
+        assert_eq!(got, vec![(1, 7)]);
+    }
+}

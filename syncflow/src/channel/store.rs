@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde::Serialize;
@@ -620,6 +620,18 @@ impl ChannelStore {
         self.inner.shared
     }
 
+    /// A second, independent handle on the file (as another process would
+    /// have): for tests of the shared mode.
+    #[cfg(test)]
+    pub(crate) fn open_separately(
+        path: &Path,
+        options: ChannelStoreOptions,
+    ) -> Result<Self, ChannelError> {
+        Ok(ChannelStore {
+            inner: Arc::new(Inner::open(path.to_path_buf(), options)?),
+        })
+    }
+
     /// The wake-up of a channel: notified after every append in this process.
     pub(crate) fn notifier(&self, channel: &str) -> Arc<Notify> {
         let mut map = lock(&self.inner.notify);
@@ -1192,16 +1204,6 @@ impl ChannelStore {
             });
         }
         Ok(stats)
-    }
-
-    /// Waits until something is appended to `channel` in this process, or
-    /// `timeout` passes. (Readers register interest before reading, so an
-    /// append between a read and the wait is not missed: see `LoadSource`.)
-    pub async fn wait_for_append(&self, channel: &str, timeout: Duration) -> bool {
-        let notify = self.notifier(channel);
-        tokio::time::timeout(timeout, notify.notified())
-            .await
-            .is_ok()
     }
 }
 
