@@ -421,6 +421,37 @@ fn retention_by_age_uses_append_times() {
     assert_eq!(store.append("aged", &numbers(8..=8)).unwrap().seqs, 8..9);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_trim_ages_out_records_without_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = Arc::new(AtomicU64::new(5_000_000));
+    let clock = now_ms.clone();
+    let store = ChannelStore::options()
+        .clock(move || SystemTime::UNIX_EPOCH + Duration::from_millis(clock.load(Relaxed)))
+        .open(dir.path().join("periodic.redb"))
+        .unwrap();
+    store
+        .set_retention(
+            "idle",
+            Retention::default().max_age(Duration::from_secs(60)),
+        )
+        .unwrap();
+    store.append("idle", &numbers(1..=4)).unwrap();
+    let trimmer = store.trim_every(Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.channel_stats("idle").unwrap().unwrap().length, 4);
+    // Two minutes pass without an append: the trimmer removes the records.
+    now_ms.fetch_add(120_000, Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.channel_stats("idle").unwrap().unwrap().length > 0 {
+        assert!(Instant::now() < deadline, "the periodic trim never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    trimmer.abort();
+    let stats = store.channel_stats("idle").unwrap().unwrap();
+    assert_eq!((stats.first, stats.next, stats.bytes), (5, 5, 0));
+}
+
 #[test]
 fn stats_show_lengths_positions_and_lag() {
     let dir = tempfile::tempdir().unwrap();

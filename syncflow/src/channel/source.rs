@@ -155,14 +155,12 @@ impl LoadCore {
         check_name("reader", reader)?;
         let lease = Arc::new(store.lease_reader(channel, reader)?);
         let cursor = store.register_reader(channel, reader, options.start)?;
-        if cursor.position > 1 {
-            tracing::info!(
-                channel,
-                reader,
-                position = cursor.position,
-                "resuming at the reader's cursor"
-            );
-        }
+        tracing::info!(
+            channel,
+            reader,
+            position = cursor.position,
+            "reading the channel from the reader's cursor"
+        );
         Ok(LoadCore {
             store: store.clone(),
             channel: Arc::from(channel),

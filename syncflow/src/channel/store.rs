@@ -292,6 +292,26 @@ impl Inner {
         Ok(out)
     }
 
+    /// Like [`Inner::write`], but `f` says whether to commit: a transaction
+    /// that changed nothing is aborted (no fsync).
+    fn write_if<T>(
+        &self,
+        action: &dyn Fn() -> String,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(T, bool), ChannelError>,
+    ) -> Result<T, ChannelError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| self.storage(action)(e.into()))?;
+        let (out, changed) = f(&tx)?;
+        if changed {
+            tx.commit().map_err(|e| self.storage(action)(e.into()))?;
+        } else {
+            tx.abort().map_err(|e| self.storage(action)(e.into()))?;
+        }
+        Ok(out)
+    }
+
     fn check_format(&self) -> Result<(), ChannelError> {
         let action = || "check the format".to_string();
         self.write(&action, |tx| {
@@ -1008,11 +1028,11 @@ impl ChannelStore {
         let mut total = 0;
         loop {
             let now = inner.now_ms();
-            let (removed, done) = inner.write(&action, |tx| {
+            let (removed, done) = inner.write_if(&action, |tx| {
                 let st = |e: redb::Error| inner.storage(action)(e);
                 let mut channels = tx.open_table(CHANNELS).map_err(|e| st(e.into()))?;
                 let Some(mut meta) = self.meta_in(&channels, channel, &action)? else {
-                    return Ok((0, true));
+                    return Ok(((0, true), false));
                 };
                 let mut chunks = tx
                     .open_table(chunks_table(&chunks_name))
@@ -1030,12 +1050,15 @@ impl ChannelStore {
                     now,
                     TRIM_BUDGET,
                 )?;
-                if meta != before {
+                let changed = meta != before;
+                if changed {
                     channels
                         .insert(channel, meta.encode())
                         .map_err(|e| st(e.into()))?;
                 }
-                Ok(out)
+                // Deleting a chunk lowers `meta.bytes`: an unchanged `meta`
+                // means nothing was deleted either, and nothing to commit.
+                Ok((out, changed))
             })?;
             total += removed;
             if done {
@@ -1051,6 +1074,31 @@ impl ChannelStore {
             total += self.trim(&channel)?;
         }
         Ok(total)
+    }
+
+    /// Applies every channel's retention now and then every `interval`, in
+    /// a background task (on the current tokio runtime), until the returned
+    /// handle is aborted. For channels with an age limit that may go long
+    /// without appends (appends trim as they go). Failures are logged as
+    /// warnings and retried at the next interval.
+    pub fn trim_every(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let each = store.clone();
+                match tokio::task::spawn_blocking(move || each.trim_all()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(removed)) => {
+                        tracing::debug!(store = %store.path().display(), removed, "retention removed old records")
+                    }
+                    Ok(Err(error)) => tracing::warn!(%error, "periodic trim failed"),
+                    Err(error) => tracing::warn!(%error, "periodic trim task failed"),
+                }
+            }
+        })
     }
 
     /// The names of the channels, sorted.
