@@ -892,16 +892,16 @@ impl ChannelStore {
         check_name("reader", reader)?;
         let inner = &self.inner;
         let action = || format!("register reader `{reader}` on channel `{channel}`");
-        inner.write(&action, |tx| {
+        inner.write_if(&action, |tx| {
             let st = |e: redb::Error| inner.storage(action)(e);
             let mut channels = tx.open_table(CHANNELS).map_err(|e| st(e.into()))?;
-            let meta = match self.meta_in(&channels, channel, &action)? {
-                Some(meta) => meta,
+            let (meta, created) = match self.meta_in(&channels, channel, &action)? {
+                Some(meta) => (meta, false),
                 None => {
                     channels
                         .insert(channel, Meta::NEW.encode())
                         .map_err(|e| st(e.into()))?;
-                    Meta::NEW
+                    (Meta::NEW, true)
                 }
             };
             let mut cursors = tx.open_table(CURSORS).map_err(|e| st(e.into()))?;
@@ -919,7 +919,7 @@ impl ChannelStore {
                         ),
                     ));
                 }
-                return Ok(Cursor { position, skipped });
+                return Ok((Cursor { position, skipped }, created));
             }
             let position = match start {
                 StartAt::Oldest => meta.first,
@@ -928,10 +928,13 @@ impl ChannelStore {
             cursors
                 .insert((channel, reader), (position, 0))
                 .map_err(|e| st(e.into()))?;
-            Ok(Cursor {
-                position,
-                skipped: 0,
-            })
+            Ok((
+                Cursor {
+                    position,
+                    skipped: 0,
+                },
+                true,
+            ))
         })
     }
 
@@ -981,16 +984,16 @@ impl ChannelStore {
         check_name("channel", channel)?;
         let inner = &self.inner;
         let action = || format!("create channel `{channel}`");
-        inner.write(&action, |tx| {
+        inner.write_if(&action, |tx| {
             let st = |e: redb::Error| inner.storage(action)(e);
             let mut channels = tx.open_table(CHANNELS).map_err(|e| st(e.into()))?;
             if self.meta_in(&channels, channel, &action)?.is_some() {
-                return Ok(false);
+                return Ok((false, false));
             }
             channels
                 .insert(channel, Meta::NEW.encode())
                 .map_err(|e| st(e.into()))?;
-            Ok(true)
+            Ok((true, true))
         })
     }
 
