@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod connector;
@@ -80,6 +81,7 @@ macro_rules! flow {
 
 /// Everything a flow needs, in one import.
 pub mod prelude {
+    pub use crate::channel::{ChannelStore, LoadSource, SaveSink};
     pub use crate::connector::{
         JsonLinesSink, JsonLinesSource, Sink, Source, StdinSource, StdoutSink,
     };
