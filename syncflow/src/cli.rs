@@ -234,6 +234,7 @@ impl Cli {
             Command::Schema => {
                 writeln!(out, "{}", crate::config::schema_json()).map_err(CliError::Output)
             }
+            Command::Channels { store, json } => list_channels(store, json, out),
         };
         match result {
             Ok(()) => 0,
@@ -512,6 +513,15 @@ enum Command {
     },
     /// Print the JSON Schema of flow files (for editor completion)
     Schema,
+    /// Show every Save/Load channel: its length, and each reader's position and lag
+    Channels {
+        /// The channel store file, or a flow file whose `channels.path` names it
+        #[arg(value_name = "STORE_OR_FLOW_FILE", default_value = crate::config::DEFAULT_CHANNELS_PATH)]
+        store: PathBuf,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -536,6 +546,48 @@ struct RunArgs {
     /// Keep the input's checkpoint in this directory and resume from it
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+}
+
+fn list_channels(store: PathBuf, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let path = if is_flow_file(&store.to_string_lossy()) {
+        let plan = crate::config::load(&store).map_err(CliError::Config)?;
+        plan.channels
+            .map(|c| c.path)
+            .ok_or_else(|| CliError::Setup(format!("`{}` uses no channel", store.display())))?
+    } else {
+        store
+    };
+    if !path.exists() {
+        return Err(CliError::Setup(format!(
+            "no channel store at `{}`: a flow that saves or loads a channel creates it; give the store's path or the flow file",
+            path.display()
+        )));
+    }
+    let store =
+        crate::channel::ChannelStore::open(&path).map_err(|e| CliError::Setup(e.to_string()))?;
+    let stats = store.stats().map_err(|e| CliError::Setup(e.to_string()))?;
+    if json {
+        let channels: Vec<_> = stats
+            .channels
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "length": c.length,
+                    "first": c.first,
+                    "next": c.next,
+                    "bytes": c.bytes,
+                    "readers": c.readers.iter().map(|r| serde_json::json!({
+                        "name": r.name, "position": r.position, "lag": r.lag, "skipped": r.skipped,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&channels)
+            .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        return writeln!(out, "{text}").map_err(CliError::Output);
+    }
+    write!(out, "{stats}").map_err(CliError::Output)
 }
 
 /// Whether a `run` argument names a flow file rather than a flow.

@@ -5,7 +5,7 @@ use syncflow::config;
 use syncflow::prelude::*;
 use syncflow::runtime::Shutdown;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct Reading {
     pub sensor: String,
     pub celsius: f64,
@@ -469,5 +469,122 @@ fn a_registered_flow_is_one_step_of_a_yaml_flow() {
             .to_string()
             .contains("n.yaml:4:34: flow step `yaml_clean_readings` cannot take"),
         "{errors}"
+    );
+}
+
+#[test]
+fn save_and_load_branch_one_flow_into_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"sensor\":\"ab\",\"celsius\":100}\n{\"sensor\":\"test-1\",\"celsius\":1}\n{\"sensor\":\"cd\",\"celsius\":0}\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+channels:
+  path: "{d}/store/channels.redb"
+  retention:
+    clean: {{ max_records: 1000, max_age: 1h }}
+flows:
+  ingest:
+    source: {{ file: "{d}/in.jsonl", state_dir: "{d}/state" }}
+    steps: [yaml_drop_test_sensors]
+    sinks: [{{ save: clean }}]
+  fahrenheit:
+    source: {{ load: clean }}
+    steps: [yaml_to_fahrenheit]
+    sinks: [{{ file: "{d}/f.jsonl" }}]
+  letters:
+    source: {{ load: clean }}
+    steps: [yaml_to_fahrenheit, yaml_letters]
+    sinks: [{{ file: "{d}/letters.jsonl" }}]
+"#
+    );
+    let plan = config::load_str(&yaml, "branch.yaml").expect("valid");
+    assert_eq!(
+        plan.channels.as_ref().unwrap().path,
+        dir.path().join("store/channels.redb")
+    );
+    let results = run(plan);
+    for (name, r) in &results {
+        assert!(r.is_ok(), "flow {name}: {r:?}");
+    }
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    assert_eq!(
+        read("f.jsonl"),
+        "{\"sensor\":\"ab\",\"fahrenheit\":212.0}\n{\"sensor\":\"cd\",\"fahrenheit\":32.0}\n"
+    );
+    assert_eq!(read("letters.jsonl"), "\"a\"\n\"b\"\n\"c\"\n\"d\"\n");
+
+    // A second run: the file source resumes after its checkpoint, and each
+    // loading flow after its own cursor, so nothing is processed twice.
+    let plan = config::load_str(&yaml, "branch.yaml").expect("valid");
+    let results = run(plan);
+    for (name, r) in &results {
+        let summary = r.as_ref().unwrap();
+        assert_eq!(summary.input, 0, "flow {name} read nothing new");
+    }
+    assert_eq!(read("f.jsonl"), "", "the sink file was recreated empty");
+
+    // The store's statistics show one reader per loading flow, caught up.
+    let store =
+        syncflow::channel::ChannelStore::open(dir.path().join("store/channels.redb")).unwrap();
+    let stats = store
+        .channel_stats("clean")
+        .unwrap()
+        .expect("the channel exists");
+    assert_eq!(stats.length, 2);
+    let mut readers: Vec<_> = stats
+        .readers
+        .iter()
+        .map(|r| (r.name.as_str(), r.lag))
+        .collect();
+    readers.sort();
+    assert_eq!(readers, [("fahrenheit", 0), ("letters", 0)]);
+    drop(store);
+
+    // `syncflow channels` shows the same, from the flow file or the store.
+    let file = dir.path().join("branch.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let (code, out, err) = cli(&["channels", file.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["name"], "clean");
+    assert_eq!(json[0]["length"], 2);
+    assert_eq!(json[0]["readers"].as_array().unwrap().len(), 2);
+    let store_path = dir.path().join("store/channels.redb");
+    let (code, table, _) = cli(&["channels", store_path.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("clean") && table.contains("fahrenheit") && table.contains("letters"),
+        "{table}"
+    );
+    let (code, _, err) = cli(&["channels", dir.path().join("nope.redb").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no channel store at"), "{err}");
+}
+
+#[test]
+fn channel_settings_are_checked() {
+    let yaml = "channels:\n  retention:\n    c: { max_records: 0, max_age: soon }\nflows:\n  f:\n    source: { load: \"bad name!\", state_dir: x }\n    sinks: [{ save: c, fsync: true }]\n";
+    let errors = config::load_str(yaml, "c.yaml").unwrap_err();
+    let text = errors.to_string();
+    assert!(
+        text.contains("c.yaml:6:13: `state_dir` applies to a `file` source only"),
+        "{text}"
+    );
+    assert!(
+        text.contains("c.yaml:7:13: `append` and `fsync` apply to a `file` sink only"),
+        "{text}"
+    );
+    assert!(
+        text.contains("c.yaml:2:3: channels.retention.c.max_records must be at least 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("c.yaml:2:3: channels.retention.c.max_age: "),
+        "{text}"
     );
 }

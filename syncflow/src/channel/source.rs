@@ -1,6 +1,5 @@
 //! The `load:` end of a flow: [`LoadSource`] and [`RawLoadSource`].
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -10,7 +9,10 @@ use tokio::sync::Notify;
 
 use super::store::ReaderLease;
 use super::{ChannelError, ChannelStore, Cursor, StartAt, check_name};
-use crate::connector::{Acker, Batch, ConnectorError, DecodeError, Read, Source};
+use crate::connector::{
+    Acker, Batch, ConnectorError, DecodeError, DecodeFn, Read, Source, serde_decode,
+};
+use crate::runtime::Shutdown;
 
 /// How a [`LoadSource`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +144,8 @@ struct LoadCore {
     skipped: Arc<AtomicU64>,
     notify: Arc<Notify>,
     lease: Arc<ReaderLease>,
+    /// Follow only until this is triggered (see `LoadSource::follow_until`).
+    until: Option<Shutdown>,
 }
 
 impl LoadCore {
@@ -173,6 +177,7 @@ impl LoadCore {
             skipped: Arc::new(AtomicU64::new(0)),
             notify: store.notifier(channel),
             lease,
+            until: None,
         })
     }
 
@@ -199,6 +204,9 @@ impl LoadCore {
     {
         let mut waited = false;
         loop {
+            // Whether the writers this reader follows are done, taken before
+            // the read: what they appended before that is then in the read.
+            let writers_done = self.until.as_ref().is_some_and(Shutdown::is_shutdown);
             // Register for a wake-up before reading, so that an append
             // between the read and the wait is not missed.
             let notify = self.notify.clone();
@@ -244,7 +252,7 @@ impl LoadCore {
                 };
                 return Ok(Read::Batch(ack));
             }
-            if !self.options.follow {
+            if !self.options.follow || writers_done {
                 return Ok(Read::End);
             }
             if waited {
@@ -254,17 +262,6 @@ impl LoadCore {
             waited = true;
         }
     }
-}
-
-/// Decodes a record as JSON, as the JSON-lines source does: validate UTF-8
-/// once, then parse from a `str`; non-UTF-8 goes through `from_slice` for
-/// serde_json's own error.
-fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str::<T>(text),
-        Err(_) => serde_json::from_slice::<T>(bytes),
-    }
-    .map_err(DecodeError::new)
 }
 
 /// Reads a channel from a reader's cursor, decoding each record (one JSON
@@ -289,7 +286,7 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
 /// checked to be JSON and kept as text.
 pub struct LoadSource<T> {
     core: LoadCore,
-    _item: PhantomData<fn() -> T>,
+    decode: DecodeFn<T>,
 }
 
 impl<T> std::fmt::Debug for LoadSource<T> {
@@ -320,14 +317,37 @@ impl<T: DeserializeOwned + Send + 'static> LoadSource<T> {
         reader: &str,
         options: LoadOptions,
     ) -> Result<Self, ChannelError> {
+        Self::open_decoding(store, channel, reader, options, serde_decode::<T>)
+    }
+}
+
+impl<T: Send + 'static> LoadSource<T> {
+    /// Like [`LoadSource::open_with`], decoding each record with `decode`
+    /// instead of `T`'s `Deserialize` implementation (a config-driven flow
+    /// passes its first step's decoder).
+    pub fn open_decoding(
+        store: &ChannelStore,
+        channel: &str,
+        reader: &str,
+        options: LoadOptions,
+        decode: DecodeFn<T>,
+    ) -> Result<Self, ChannelError> {
         Ok(LoadSource {
             core: LoadCore::open(store, channel, reader, options)?,
-            _item: PhantomData,
+            decode,
         })
     }
 }
 
 impl<T> LoadSource<T> {
+    /// Follows new appends until `writers_done` is triggered, then reads
+    /// to the end of the channel and ends the run: for a loading flow whose
+    /// saving flows run in the same process and end.
+    pub fn follow_until(mut self, writers_done: Shutdown) -> Self {
+        self.core.until = Some(writers_done);
+        self
+    }
+
     /// Whether to wait for new records at the end of the channel (default),
     /// or end the run once everything in the channel was read.
     pub fn follow(mut self, follow: bool) -> Self {
@@ -368,7 +388,7 @@ impl<T> LoadSource<T> {
     }
 }
 
-impl<T: DeserializeOwned + Send + 'static> Source for LoadSource<T> {
+impl<T: Send + 'static> Source for LoadSource<T> {
     type Item = T;
     type Ack = ChannelAck;
     type Acker = ChannelAcker;
@@ -386,7 +406,7 @@ impl<T: DeserializeOwned + Send + 'static> Source for LoadSource<T> {
         batch: &mut Batch<T>,
         max: usize,
     ) -> Result<Read<ChannelAck>, ConnectorError> {
-        self.core.read(batch, max, decode_json::<T>).await
+        self.core.read(batch, max, self.decode).await
     }
 }
 

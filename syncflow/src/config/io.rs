@@ -9,6 +9,7 @@ use super::model::{SinkSpec, SourceSpec};
 use super::{ConfigError, ConfigErrors, SinkPlan, SourcePlan};
 
 pub(super) fn check_source(
+    flow: &str,
     spec: &Spanned<SourceSpec>,
     origin: &str,
     errors: &mut ConfigErrors,
@@ -16,11 +17,36 @@ pub(super) fn check_source(
     let loc = spec.referenced;
     let s = &spec.value;
     let at = |message: String| ConfigError::new(origin, loc, message);
-    let kinds = [s.file.is_some(), s.stdin == Some(true)];
+    let kinds = [s.file.is_some(), s.stdin == Some(true), s.load.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
         errors.push(at(
-            "a source is exactly one of `file: <path>` or `stdin: true`".to_string(),
+            "a source is exactly one of `file: <path>`, `stdin: true` or `load: <channel>`"
+                .to_string(),
         ));
+        return None;
+    }
+    if let Some(channel) = &s.load {
+        if s.state_dir.is_some() {
+            errors.push(at(
+                "`state_dir` applies to a `file` source only: a `load` source keeps its cursor in the channel store".to_string(),
+            ));
+            return None;
+        }
+        let reader = s.reader.clone().unwrap_or_else(|| flow.to_string());
+        let mut ok = true;
+        for (kind, name) in [("channel", channel.as_str()), ("reader", reader.as_str())] {
+            if let Err(e) = crate::channel::check_name(kind, name) {
+                errors.push(at(e.to_string()));
+                ok = false;
+            }
+        }
+        return ok.then(|| SourcePlan::Load {
+            channel: channel.clone(),
+            reader,
+        });
+    }
+    if s.reader.is_some() {
+        errors.push(at("`reader` applies to a `load` source only".to_string()));
         return None;
     }
     if let Some(file) = &s.file {
@@ -58,12 +84,28 @@ pub(super) fn check_sink(
     let loc = spec.referenced;
     let s = &spec.value;
     let at = |message: String| ConfigError::new(origin, loc, message);
-    let kinds = [s.file.is_some(), s.stdout == Some(true)];
+    let kinds = [s.file.is_some(), s.stdout == Some(true), s.save.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
         errors.push(at(
-            "a sink is exactly one of `file: <path>` or `stdout: true`".to_string(),
+            "a sink is exactly one of `file: <path>`, `stdout: true` or `save: <channel>`"
+                .to_string(),
         ));
         return None;
+    }
+    if let Some(channel) = &s.save {
+        if s.append.is_some() || s.fsync.is_some() {
+            errors.push(at(
+                "`append` and `fsync` apply to a `file` sink only: a channel is always appended to, durably".to_string(),
+            ));
+            return None;
+        }
+        if let Err(e) = crate::channel::check_name("channel", channel) {
+            errors.push(at(e.to_string()));
+            return None;
+        }
+        return Some(SinkPlan::Save {
+            channel: channel.clone(),
+        });
     }
     if let Some(file) = &s.file {
         let path = env::interpolate(file)

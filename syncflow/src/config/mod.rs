@@ -49,7 +49,21 @@ pub struct Plan {
     pub origin: String,
     /// The flows, in name order.
     pub flows: Vec<PlannedFlow>,
+    /// The channel store, when a flow saves or loads.
+    pub channels: Option<ChannelsPlan>,
 }
+
+/// The checked channel store settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelsPlan {
+    /// The store file.
+    pub path: PathBuf,
+    /// Retention by channel.
+    pub retention: Vec<(String, crate::channel::Retention)>,
+}
+
+/// The store file when `channels.path` is not given.
+pub const DEFAULT_CHANNELS_PATH: &str = ".syncflow/channels.redb";
 
 /// One checked flow.
 #[derive(Debug)]
@@ -82,6 +96,13 @@ pub enum SourcePlan {
     },
     /// Standard input.
     Stdin,
+    /// A Save/Load channel, read with a named cursor.
+    Load {
+        /// The channel.
+        channel: String,
+        /// The cursor's name.
+        reader: String,
+    },
 }
 
 /// A checked sink.
@@ -98,6 +119,70 @@ pub enum SinkPlan {
     },
     /// Standard output.
     Stdout,
+    /// A Save/Load channel.
+    Save {
+        /// The channel.
+        channel: String,
+    },
+}
+
+/// The channel store's settings, when the file uses channels or sets them.
+fn check_channels(
+    spec: Option<&Spanned<model::ChannelsSpec>>,
+    used: bool,
+    origin: &str,
+    errors: &mut ConfigErrors,
+) -> Option<ChannelsPlan> {
+    if spec.is_none() && !used {
+        return None;
+    }
+    let (loc, path, retention_specs) = match spec {
+        Some(s) => (
+            s.referenced,
+            s.value.path.as_deref(),
+            Some(&s.value.retention),
+        ),
+        None => (Location::UNKNOWN, None, None),
+    };
+    let at = |message: String| ConfigError::new(origin, loc, message);
+    let path = match path {
+        Some(p) => match env::interpolate(p) {
+            Ok(p) => PathBuf::from(p),
+            Err(m) => {
+                errors.push(at(format!("channels.path: {m}")));
+                return None;
+            }
+        },
+        None => PathBuf::from(DEFAULT_CHANNELS_PATH),
+    };
+    let mut retention = Vec::new();
+    for (channel, r) in retention_specs.into_iter().flatten() {
+        let mut keep = crate::channel::Retention::default();
+        let before = errors.len();
+        if let Err(e) = crate::channel::check_name("channel", channel) {
+            errors.push(at(format!("channels.retention: {e}")));
+        }
+        match r.max_records {
+            Some(0) => errors.push(at(format!(
+                "channels.retention.{channel}.max_records must be at least 1"
+            ))),
+            Some(n) => keep = keep.max_records(n),
+            None => {}
+        }
+        if let Some(age) = &r.max_age {
+            match crate::policy::duration::parse(age) {
+                Ok(d) if !d.is_zero() => keep = keep.max_age(d),
+                Ok(_) => errors.push(at(format!(
+                    "channels.retention.{channel}.max_age must be above zero"
+                ))),
+                Err(e) => errors.push(at(format!("channels.retention.{channel}.max_age: {e}"))),
+            }
+        }
+        if errors.len() == before {
+            retention.push((channel.clone(), keep));
+        }
+    }
+    Some(ChannelsPlan { path, retention })
 }
 
 /// Reads and checks a flow file.
@@ -144,9 +229,15 @@ pub fn check(file: FlowFile, origin: &str) -> Result<Plan, ConfigErrors> {
             flows.push(flow);
         }
     }
+    let uses_channels = flows.iter().any(|f| {
+        matches!(f.source, SourcePlan::Load { .. })
+            || f.sinks.iter().any(|s| matches!(s, SinkPlan::Save { .. }))
+    });
+    let channels = check_channels(file.channels.as_ref(), uses_channels, origin, &mut errors);
     errors.into_result(Plan {
         origin: origin.to_string(),
         flows,
+        channels,
     })
 }
 
@@ -226,7 +317,7 @@ fn check_flow(
     }
 
     // Source.
-    let source = check_source(&spec.source, origin, errors);
+    let source = check_source(name, &spec.source, origin, errors);
     let sinks: Vec<SinkPlan> = spec
         .sinks
         .iter()

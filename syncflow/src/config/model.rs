@@ -19,6 +19,33 @@ pub struct FlowFile {
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
     pub policies: Option<Spanned<serde_json::Value>>,
+    /// The embedded store of the Save/Load channels.
+    #[serde(default)]
+    #[schemars(with = "Option<ChannelsSpec>")]
+    pub channels: Option<Spanned<ChannelsSpec>>,
+}
+
+/// The embedded channel store.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsSpec {
+    /// The store file (default `.syncflow/channels.redb`; `${VAR}` is replaced).
+    pub path: Option<String>,
+    /// Retention by channel name.
+    #[serde(default)]
+    pub retention: BTreeMap<String, RetentionSpec>,
+}
+
+/// How much of a channel is kept (both limits apply when both are given).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    /// Keep at most this many records.
+    #[schemars(range(min = 1))]
+    pub max_records: Option<u64>,
+    /// Keep records for at most this long (`"7d"` is not accepted; use
+    /// `"168h"`, `"30m"`, `"90s"`).
+    pub max_age: Option<String>,
 }
 
 /// One flow: where messages come from, the steps they go through, where
@@ -65,7 +92,7 @@ pub enum StepSpec {
     WithArgs(BTreeMap<String, serde_json::Value>),
 }
 
-/// A source: exactly one of `file` or `stdin`.
+/// A source: exactly one of `file`, `stdin` or `load`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
@@ -77,9 +104,14 @@ pub struct SourceSpec {
     pub state_dir: Option<String>,
     /// Read JSON lines from standard input.
     pub stdin: Option<bool>,
+    /// Read a Save/Load channel, from this flow's cursor: every flow that
+    /// loads a channel gets every message.
+    pub load: Option<String>,
+    /// With `load`: the name of the cursor (default: the flow's name).
+    pub reader: Option<String>,
 }
 
-/// A sink: exactly one of `file` or `stdout`.
+/// A sink: exactly one of `file`, `stdout` or `save`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSpec {
@@ -92,6 +124,9 @@ pub struct SinkSpec {
     pub fsync: Option<bool>,
     /// Write JSON lines to standard output.
     pub stdout: Option<bool>,
+    /// Append to a Save/Load channel (durable before the source's position
+    /// is committed); other flows `load` it.
+    pub save: Option<String>,
 }
 
 /// The JSON Schema of flow files, pretty-printed.

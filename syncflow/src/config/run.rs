@@ -1,8 +1,12 @@
 //! Running a checked flow file.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Plan, PlannedFlow, SinkPlan, SourcePlan};
+use super::{ChannelsPlan, Plan, PlannedFlow, SinkPlan, SourcePlan};
+use crate::channel::{ChannelStore, LoadOptions, LoadSource, SaveSink};
 use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
 use crate::dynamic::DynFlow;
 use crate::flow::Flow;
@@ -22,13 +26,58 @@ impl Plan {
         shutdown: Shutdown,
         signals: bool,
     ) -> Vec<(String, Result<RunSummary, RunError>)> {
+        let store = match self.channels.as_ref().map(open_store).transpose() {
+            Ok(store) => store,
+            Err(e) => {
+                return self
+                    .flows
+                    .iter()
+                    .map(|f| (f.name.clone(), Err(e.clone_for(&f.name))))
+                    .collect();
+            }
+        };
+        // A loading flow follows its channel while a flow of this file that
+        // saves into it runs; once they all ended, it reads to the end and
+        // ends too.
+        let mut savers: HashMap<String, (Arc<AtomicUsize>, Shutdown)> = HashMap::new();
+        for flow in &self.flows {
+            for sink in &flow.sinks {
+                if let SinkPlan::Save { channel } = sink {
+                    let entry = savers
+                        .entry(channel.clone())
+                        .or_insert_with(|| (Arc::new(AtomicUsize::new(0)), Shutdown::new()));
+                    entry.0.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (i, planned) in self.flows.into_iter().enumerate() {
             // Each flow can stop alone (`on_error: stop`); all stop with the plan.
             let shutdown = shutdown.child();
+            let channels = Channels {
+                store: store.clone(),
+                writers_done: match &planned.source {
+                    SourcePlan::Load { channel, .. } => savers.get(channel).map(|s| s.1.clone()),
+                    _ => None,
+                },
+            };
+            let saves: Vec<(Arc<AtomicUsize>, Shutdown)> = planned
+                .sinks
+                .iter()
+                .filter_map(|s| match s {
+                    SinkPlan::Save { channel } => savers.get(channel).cloned(),
+                    _ => None,
+                })
+                .collect();
             tasks.spawn(async move {
                 let name = planned.name.clone();
-                (i, name, planned.run(shutdown, signals).await)
+                let result = planned.run_with(shutdown, signals, channels).await;
+                for (running, done) in saves {
+                    if running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        done.shutdown();
+                    }
+                }
+                (i, name, result)
             });
         }
         let mut done = Vec::new();
@@ -50,11 +99,67 @@ impl Plan {
     }
 }
 
+/// Opens the channel store and applies the file's retention settings.
+fn open_store(plan: &ChannelsPlan) -> Result<ChannelStore, StoreError> {
+    if let Some(dir) = plan.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError(format!(
+                "cannot create the directory of the channel store `{}`: {e}",
+                plan.path.display()
+            ))
+        })?;
+    }
+    let store = ChannelStore::open(&plan.path).map_err(|e| StoreError(e.to_string()))?;
+    for (channel, retention) in &plan.retention {
+        store
+            .set_retention(channel, *retention)
+            .map_err(|e| StoreError(e.to_string()))?;
+    }
+    Ok(store)
+}
+
+/// The channel store could not be opened: every flow fails with it.
+struct StoreError(String);
+
+impl StoreError {
+    fn clone_for(&self, flow: &str) -> RunError {
+        RunError::Source {
+            name: format!("the channel store of flow `{flow}`"),
+            error: crate::connector::ConnectorError::Other(self.0.clone().into()),
+        }
+    }
+}
+
+/// What a flow of a plan needs of the plan's channels.
+#[derive(Default)]
+struct Channels {
+    store: Option<ChannelStore>,
+    /// For a loading flow: triggered when the flows saving into its channel ended.
+    writers_done: Option<Shutdown>,
+}
+
 impl PlannedFlow {
     /// Runs this flow until its input ends or `shutdown` is triggered (or,
-    /// with `signals`, Ctrl-C or SIGTERM arrives).
+    /// with `signals`, Ctrl-C or SIGTERM arrives). A flow that saves or
+    /// loads channels is run through [`Plan::run`], which opens the store.
     pub async fn run(self, shutdown: Shutdown, signals: bool) -> Result<RunSummary, RunError> {
+        self.run_with(shutdown, signals, Channels::default()).await
+    }
+
+    async fn run_with(
+        self,
+        shutdown: Shutdown,
+        signals: bool,
+        channels: Channels,
+    ) -> Result<RunSummary, RunError> {
+        let no_store = |name: &str| RunError::Source {
+            name: name.to_string(),
+            error: crate::connector::ConnectorError::Other(
+                "channels are opened by `Plan::run`: run the whole plan".into(),
+            ),
+        };
         let options = Options {
+            store: channels.store.clone(),
             shutdown: shutdown.clone(),
             sinks: self.sinks,
             dead_letter: self.dead_letter,
@@ -78,6 +183,25 @@ impl PlannedFlow {
                 }
                 finish(Runtime::new(flow).source(source), options).await
             }
+            SourcePlan::Load { channel, reader } => {
+                let name = format!("load:{channel}@{reader}");
+                let store = channels.store.as_ref().ok_or_else(|| no_store(&name))?;
+                let mut source = LoadSource::open_decoding(
+                    store,
+                    &channel,
+                    &reader,
+                    LoadOptions::default(),
+                    decode,
+                )
+                .map_err(|e| RunError::Source {
+                    name: name.clone(),
+                    error: e.into(),
+                })?;
+                if let Some(done) = channels.writers_done {
+                    source = source.follow_until(done);
+                }
+                finish(Runtime::new(flow).source(source), options).await
+            }
             SourcePlan::Stdin => {
                 let source = StdinSource::with_decoder(decode);
                 finish(Runtime::new(flow).source(source), options).await
@@ -88,6 +212,7 @@ impl PlannedFlow {
 
 /// How a planned flow runs, apart from its source.
 struct Options {
+    store: Option<ChannelStore>,
     sinks: Vec<SinkPlan>,
     dead_letter: Option<PathBuf>,
     workers: usize,
@@ -101,6 +226,7 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
     options: Options,
 ) -> Result<RunSummary, RunError> {
     let Options {
+        store,
         sinks,
         dead_letter,
         workers,
@@ -127,6 +253,19 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
                 rt.sink(sink.fsync(fsync))
             }
             SinkPlan::Stdout => rt.sink(StdoutSink::new()),
+            SinkPlan::Save { channel } => {
+                let name = format!("save:{channel}");
+                let sink_error = |error: crate::connector::ConnectorError| RunError::Sink {
+                    name: name.clone(),
+                    error,
+                };
+                let store = store.as_ref().ok_or_else(|| {
+                    sink_error(crate::connector::ConnectorError::Other(
+                        "channels are opened by `Plan::run`: run the whole plan".into(),
+                    ))
+                })?;
+                rt.sink(SaveSink::open(store, &channel).map_err(|e| sink_error(e.into()))?)
+            }
         };
     }
     if let Some(path) = dead_letter {
