@@ -28,7 +28,7 @@ pub struct ChangeEvent {
 }
 
 /// An order row, as stored in the `orders` table.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Order {
     /// Order id.
     pub id: u64,
@@ -41,12 +41,12 @@ pub struct Order {
     /// The order lines.
     pub lines: Vec<Line>,
     /// Commit time of the change, copied from the event.
-    #[serde(skip)]
+    #[serde(default)]
     pub ts_ms: i64,
 }
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Line {
     /// Product code.
     pub sku: String,
@@ -95,8 +95,9 @@ pub fn parse(event: ChangeEvent) -> Result<Option<Order>, ParseError> {
     }
 }
 
-/// An order that passed validation, with prices in cents.
-#[derive(Debug, Clone, PartialEq)]
+/// An order that passed validation, with prices in cents (it can be saved
+/// to a channel and loaded again: see `flows/orders.yaml`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct ValidOrder {
     /// The order.
     pub order: Order,

@@ -82,6 +82,7 @@ struct CliFlow {
 #[derive(Default)]
 pub struct Cli {
     flows: Vec<CliFlow>,
+    resources: crate::context::Resources,
 }
 
 impl std::fmt::Debug for Cli {
@@ -99,6 +100,13 @@ impl Cli {
     /// A command line with no flows.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds a shared resource for the steps of flow files run by this CLI
+    /// (`syncflow run flows.yaml`), available to them as `Res<T>`.
+    pub fn resource<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.resources.insert(value);
+        self
     }
 
     /// Registers a flow under `name`, runnable with `run <name>`. `make` is
@@ -228,9 +236,9 @@ impl Cli {
         let result = match args.command {
             Command::Functions { json } => list_functions(out, json).map_err(CliError::Output),
             Command::Flows { json } => self.list_flows(out, json).map_err(CliError::Output),
-            Command::Run(run) if is_flow_file(&run.flow) => run_file(run, err),
+            Command::Run(run) if is_flow_file(&run.flow) => run_file(run, &self.resources, err),
             Command::Run(run) => self.run(run, err),
-            Command::Check { file } => check_file(&file, out),
+            Command::Check { file } => check_file(&file, &self.resources, out),
             Command::Schema => {
                 writeln!(out, "{}", crate::config::schema_json()).map_err(CliError::Output)
             }
@@ -595,8 +603,28 @@ fn is_flow_file(arg: &str) -> bool {
     arg.ends_with(".yaml") || arg.ends_with(".yml")
 }
 
-fn check_file(file: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError> {
-    let plan = crate::config::load(file).map_err(CliError::Config)?;
+/// A flow file's steps ask for resources this program does not give.
+fn missing_resources(plan: &crate::config::Plan) -> Result<(), CliError> {
+    let problems = plan.check_resources();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Setup(format!(
+        "`{}` cannot start:\n  - {}\n(give each resource to the CLI with `Cli::new().resource(value)`)",
+        plan.origin,
+        problems.join("\n  - ")
+    )))
+}
+
+fn check_file(
+    file: &std::path::Path,
+    resources: &crate::context::Resources,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let plan = crate::config::load(file)
+        .map_err(CliError::Config)?
+        .with_resources(resources.clone());
+    missing_resources(&plan)?;
     for flow in &plan.flows {
         let steps: Vec<&str> = crate::flow::FlowDef::steps(&flow.flow)
             .iter()
@@ -625,7 +653,11 @@ fn check_file(file: &std::path::Path, out: &mut dyn Write) -> Result<(), CliErro
     .map_err(CliError::Output)
 }
 
-fn run_file(args: RunArgs, err: &mut dyn Write) -> Result<(), CliError> {
+fn run_file(
+    args: RunArgs,
+    resources: &crate::context::Resources,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
     if args.input != "-"
         || !args.output.is_empty()
         || args.dead_letter.is_some()
@@ -636,7 +668,10 @@ fn run_file(args: RunArgs, err: &mut dyn Write) -> Result<(), CliError> {
             args.flow
         )));
     }
-    let plan = crate::config::load(&args.flow).map_err(CliError::Config)?;
+    let plan = crate::config::load(&args.flow)
+        .map_err(CliError::Config)?
+        .with_resources(resources.clone());
+    missing_resources(&plan)?;
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(CliError::Setup(
             "the syncflow CLI was called from inside an async runtime; call `Cli::main` from a plain \

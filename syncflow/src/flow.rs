@@ -170,6 +170,12 @@ impl<F: FlowDef, M: Monitor> Flow<F, M> {
         &self.def
     }
 
+    /// Uses these shared resources (replacing any registered before).
+    pub(crate) fn with_resources(mut self, resources: Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
     /// The flow's definition, shared.
     pub(crate) fn def_arc(&self) -> Arc<F> {
         self.def.clone()

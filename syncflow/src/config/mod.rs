@@ -51,6 +51,39 @@ pub struct Plan {
     pub flows: Vec<PlannedFlow>,
     /// The channel store, when a flow saves or loads.
     pub channels: Option<ChannelsPlan>,
+    /// Shared resources for the steps (`Res<T>` parameters), given by the
+    /// program that runs the file.
+    pub resources: crate::context::Resources,
+}
+
+impl Plan {
+    /// Adds a shared resource, available to every step as `Res<T>`.
+    pub fn resource<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.resources.insert(value);
+        self
+    }
+
+    /// Uses these shared resources (replacing any given before).
+    pub fn with_resources(mut self, resources: crate::context::Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Checks that every context parameter of every step can be supplied
+    /// with the plan's resources; one line per problem, naming the flow.
+    pub fn check_resources(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for flow in &self.flows {
+            let mut found = Vec::new();
+            crate::flow::FlowDef::check(&flow.flow, &self.resources, &mut found);
+            problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| format!("flow `{}`: {p}", flow.name)),
+            );
+        }
+        problems
+    }
 }
 
 /// The checked channel store settings.
@@ -238,6 +271,7 @@ pub fn check(file: FlowFile, origin: &str) -> Result<Plan, ConfigErrors> {
         origin: origin.to_string(),
         flows,
         channels,
+        resources: crate::context::Resources::new(),
     })
 }
 

@@ -51,10 +51,12 @@ impl Plan {
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
+        let resources = self.resources;
         for (i, planned) in self.flows.into_iter().enumerate() {
             // Each flow can stop alone (`on_error: stop`); all stop with the plan.
             let shutdown = shutdown.child();
             let channels = Channels {
+                resources: resources.clone(),
                 store: store.clone(),
                 writers_done: match &planned.source {
                     SourcePlan::Load { channel, .. } => savers.get(channel).map(|s| s.1.clone()),
@@ -133,6 +135,8 @@ impl StoreError {
 /// What a flow of a plan needs of the plan's channels.
 #[derive(Default)]
 struct Channels {
+    /// The plan's shared resources.
+    resources: crate::context::Resources,
     store: Option<ChannelStore>,
     /// For a loading flow: triggered when the flows saving into its channel ended.
     writers_done: Option<Shutdown>,
@@ -170,7 +174,7 @@ impl PlannedFlow {
         let decode = self.flow.decoder();
         let mut def = self.flow;
         def.stop_with(shutdown.clone());
-        let flow = Flow::new(def);
+        let flow = Flow::new(def).with_resources(channels.resources.clone());
         match self.source {
             SourcePlan::File { path, state_dir } => {
                 let source_error = |error| RunError::Source {
