@@ -243,6 +243,7 @@ impl Cli {
                 writeln!(out, "{}", crate::config::schema_json()).map_err(CliError::Output)
             }
             Command::Channels { store, json } => list_channels(store, json, out),
+            Command::Test { file } => test_file(&file, &self.resources, out),
         };
         match result {
             Ok(()) => 0,
@@ -521,6 +522,12 @@ enum Command {
     },
     /// Print the JSON Schema of flow files (for editor completion)
     Schema,
+    /// Run the `tests:` of a flow file (input messages through a flow or a step, with
+    /// mocks); exit code 0 if all pass, 1 if one fails, 2 if the file has errors
+    Test {
+        /// The flow file (YAML)
+        file: PathBuf,
+    },
     /// Show every Save/Load channel: its length, and each reader's position and lag
     Channels {
         /// The channel store file, or a flow file whose `channels.path` names it
@@ -554,6 +561,37 @@ struct RunArgs {
     /// Keep the input's checkpoint in this directory and resume from it
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+}
+
+fn test_file(
+    file: &std::path::Path,
+    resources: &crate::context::Resources,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        CliError::Setup(format!(
+            "cannot read the flow file `{}`: {e}; check the path",
+            file.display()
+        ))
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Setup(format!("cannot start the async runtime: {e}")))?;
+    let origin = file.display().to_string();
+    let report = runtime
+        .block_on(crate::config::testing::run_tests(&text, &origin, resources))
+        .map_err(CliError::Config)?;
+    write!(out, "{report}").map_err(CliError::Output)?;
+    if report.passed() {
+        Ok(())
+    } else {
+        let failed = report.tests.iter().filter(|t| !t.passed()).count();
+        Err(CliError::Failed(format!(
+            "{failed} test{} of {origin} failed",
+            if failed == 1 { "" } else { "s" }
+        )))
+    }
 }
 
 fn list_channels(store: PathBuf, json: bool, out: &mut dyn Write) -> Result<(), CliError> {

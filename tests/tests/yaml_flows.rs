@@ -588,3 +588,133 @@ fn channel_settings_are_checked() {
         "{text}"
     );
 }
+
+/// Looks up a sensor's site (a stand-in for a call to another system).
+#[sync_function]
+pub fn yaml_lookup_site(r: Reading) -> Result<Reading, String> {
+    Err(format!("no site database in tests for {}", r.sensor))
+}
+
+const TESTED: &str = r#"
+flows:
+  temperatures:
+    source: { stdin: true }
+    steps: [yaml_lookup_site, yaml_drop_test_sensors, yaml_to_fahrenheit]
+tests:
+  - name: readings are converted, test sensors dropped
+    flow: temperatures
+    mocks:
+      yaml_lookup_site: { returns: { sensor: hall, celsius: 100 } }
+    input:
+      - { sensor: anything, celsius: 0 }
+    expect:
+      - { sensor: hall, fahrenheit: 212 }
+  - name: a failing step is reported
+    step: yaml_to_fahrenheit
+    input: [{ sensor: a, celsius: -300 }, { sensor: b, celsius: 0 }]
+    expect_count: 1
+    expect_failures: 1
+    expect_errors: [below absolute zero]
+  - name: a wrong expectation fails
+    step: yaml_to_fahrenheit
+    input: [{ sensor: a, celsius: 0 }]
+    expect: [{ sensor: a, fahrenheit: 33 }]
+  - name: the real lookup fails without a mock
+    flow: temperatures
+    input: [{ sensor: a, celsius: 0 }]
+    expect_count: 0
+"#;
+
+#[test]
+fn flow_tests_run_with_mocks_and_report_like_a_test_runner() {
+    let report = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(config::testing::run_tests(
+            TESTED,
+            "t.yaml",
+            &Default::default(),
+        ))
+        .expect("the file checks");
+    let passed: Vec<(&str, bool)> = report
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.passed()))
+        .collect();
+    assert_eq!(
+        passed,
+        [
+            ("readings are converted, test sensors dropped", true),
+            ("a failing step is reported", true),
+            ("a wrong expectation fails", false),
+            ("the real lookup fails without a mock", false),
+        ]
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("test a wrong expectation fails ... FAILED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("output 1:\n  expected {\"fahrenheit\":33,\"sensor\":\"a\"}\n       got {\"fahrenheit\":32.0,\"sensor\":\"a\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("expected no failed message, got 1\n    input 1: step `yaml_lookup_site` failed: no site database in tests for a"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("test result: FAILED. 2 passed; 2 failed\n"),
+        "{text}"
+    );
+
+    // Through the CLI: exit code 1, the report on standard output.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.yaml");
+    std::fs::write(&file, TESTED).unwrap();
+    let (code, out, err) = cli(&["test", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("running 4 tests from "), "{out}");
+    assert!(err.contains("2 tests of"), "{err}");
+}
+
+#[test]
+fn flow_test_mistakes_are_load_errors() {
+    let yaml = r#"
+flows:
+  f:
+    source: { stdin: true }
+    steps: [yaml_to_fahrenheit]
+tests:
+  - name: unknown flow
+    flow: g
+    input: []
+  - name: bad mock
+    flow: f
+    mocks:
+      yaml_to_fahrenheit: { returns: { sensor: 1 } }
+      yaml_letters: { fails: nope }
+"#;
+    let errors = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(config::testing::run_tests(
+            yaml,
+            "m.yaml",
+            &Default::default(),
+        ))
+        .unwrap_err();
+    let text = errors.to_string();
+    assert!(
+        text.contains(
+            "m.yaml:7:5: test `unknown flow`: the file has no flow `g`; did you mean `f`?"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("test `bad mock`: `yaml_letters` is mocked but is not a step"),
+        "{text}"
+    );
+    assert!(
+        text.contains("m.yaml:5:13: the mock of `yaml_to_fahrenheit` emits messages, but its output type `yaml_flows::Fahrenheit` cannot be read from JSON: derive `Deserialize`"),
+        "{text}"
+    );
+}

@@ -26,6 +26,7 @@ pub mod model;
 mod policies;
 mod run;
 mod steps;
+pub mod testing;
 
 use io::{check_sink, check_source};
 use policies::{check_policies, step_policy};
@@ -275,26 +276,24 @@ pub fn check(file: FlowFile, origin: &str) -> Result<Plan, ConfigErrors> {
     })
 }
 
-fn check_flow(
+/// Mocked steps of a flow test, by the name of the step they replace.
+pub(crate) type Mocks = std::collections::BTreeMap<String, testing::MockStep>;
+
+/// Resolves and chains the steps of a flow (each checked against the one
+/// before), applying policies; `mocks` replace steps by name (flow tests).
+/// Returns the builder and whether the chain is complete.
+pub(crate) fn build_chain(
     name: &str,
-    spec: Spanned<FlowSpec>,
+    steps: &[Spanned<StepSpec>],
     policies: &PolicySet,
+    mocks: &Mocks,
     origin: &str,
     errors: &mut ConfigErrors,
-) -> Option<PlannedFlow> {
+) -> (DynFlowBuilder, bool) {
     let at = |loc: Location, message: String| ConfigError::new(origin, loc, message);
-    let flow_loc = spec.referenced;
-    let spec = spec.value;
-    let before = errors.len();
-
-    if name.trim().is_empty() {
-        errors.push(at(flow_loc, "a flow needs a non-empty name".into()));
-    }
-
-    // Steps, each against the one before.
     let mut builder = DynFlowBuilder::new(name);
     let mut chain_ok = true;
-    for step in &spec.steps {
+    for step in steps {
         let loc = step.referenced;
         let resolved = match &step.value {
             StepSpec::Function(step_name) => match resolve_step(step_name) {
@@ -332,15 +331,29 @@ fn check_flow(
             // After an unknown step the types of what follows are unknown.
             continue;
         }
-        let (step_name, pushed) = match resolved {
-            Resolved::Function(registration) => {
-                (registration.info.name, builder.function(registration))
-            }
-            Resolved::Flow(name, parts) => (
-                name,
-                builder.step(Node::Owned(parts.step), parts.input, parts.output),
+        let (step_name, node, input, output) = match resolved {
+            Resolved::Function(r) => (
+                r.info.name,
+                Node::Registered(r.step),
+                (r.input)(),
+                (r.output)(),
             ),
+            Resolved::Flow(name, parts) => {
+                (name, Node::Owned(parts.step), parts.input, parts.output)
+            }
         };
+        let node = match mocks.get(step_name) {
+            Some(mock) => match mock.node(node.info(), input, output) {
+                Ok(mocked) => Node::Owned(mocked),
+                Err(message) => {
+                    errors.push(at(loc, message));
+                    chain_ok = false;
+                    continue;
+                }
+            },
+            None => node,
+        };
+        let pushed = builder.step(node, input, output);
         if let Err(e) = pushed {
             errors.push(at(loc, describe_chain(&e)));
             chain_ok = false;
@@ -349,6 +362,29 @@ fn check_flow(
         let on_error = step_policy(step_name, policies, &|message| at(loc, message), errors);
         builder.on_error(on_error);
     }
+
+    (builder, chain_ok)
+}
+
+fn check_flow(
+    name: &str,
+    spec: Spanned<FlowSpec>,
+    policies: &PolicySet,
+    origin: &str,
+    errors: &mut ConfigErrors,
+) -> Option<PlannedFlow> {
+    let at = |loc: Location, message: String| ConfigError::new(origin, loc, message);
+    let flow_loc = spec.referenced;
+    let spec = spec.value;
+    let before = errors.len();
+
+    if name.trim().is_empty() {
+        errors.push(at(flow_loc, "a flow needs a non-empty name".into()));
+    }
+
+    // Steps, each against the one before.
+    let (builder, chain_ok) =
+        build_chain(name, &spec.steps, policies, &Mocks::new(), origin, errors);
 
     // Source.
     let source = check_source(name, &spec.source, origin, errors);

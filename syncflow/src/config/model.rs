@@ -23,6 +23,10 @@ pub struct FlowFile {
     #[serde(default)]
     #[schemars(with = "Option<ChannelsSpec>")]
     pub channels: Option<Spanned<ChannelsSpec>>,
+    /// Tests of the flows' steps, run by `syncflow test`.
+    #[serde(default)]
+    #[schemars(with = "Vec<super::testing::TestSpec>")]
+    pub tests: Vec<Spanned<super::testing::TestSpec>>,
 }
 
 /// The embedded channel store.

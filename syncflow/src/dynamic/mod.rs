@@ -46,6 +46,11 @@ pub enum Node {
 }
 
 impl Node {
+    /// The step's description.
+    pub fn info(&self) -> &'static StepInfo {
+        self.get().info()
+    }
+
     #[inline(always)]
     fn get(&self) -> &dyn ErasedStep {
         match self {
