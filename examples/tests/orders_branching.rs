@@ -102,6 +102,18 @@ fn the_branching_example_gives_the_rows_of_the_static_flow() {
 }
 
 #[test]
+fn the_flow_files_own_tests_pass() {
+    let run = Command::new(env!("CARGO_BIN_EXE_orders_branching"))
+        .arg("test")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/orders.yaml"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(out.contains("test result: ok. 3 passed; 0 failed"), "{out}");
+}
+
+#[test]
 fn the_flow_file_needs_the_catalog_resource() {
     // A program that runs the file without giving `Res<Catalog>` is told so.
     let dir = tempfile::tempdir().unwrap();
