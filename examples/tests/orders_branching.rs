@@ -109,7 +109,11 @@ fn the_flow_files_own_tests_pass() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(out.contains("test result: ok. 3 passed; 0 failed"), "{out}");
 }
 

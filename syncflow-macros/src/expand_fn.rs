@@ -320,7 +320,8 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     let codec_uses = quote! {
         #[allow(unused_imports)]
         use #p::probe::{
-            HasDeserialize as _, HasSerialize as _, NoDeserialize as _, NoSerialize as _,
+            HasClone as _, HasDeserialize as _, HasSerialize as _, NoClone as _,
+            NoDeserialize as _, NoSerialize as _,
         };
     };
 
@@ -363,6 +364,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                     from_value: (&#p::probe::Probe::<#payload>::NEW).value_decoder(),
                     encode: (&#p::probe::Probe::<#payload>::NEW).encoder(),
                     to_value: (&#p::probe::Probe::<#payload>::NEW).value_encoder(),
+                    clone: (&#p::probe::Probe::<#payload>::NEW).cloner(),
                 }
             }
             #[allow(clippy::needless_borrow)]
@@ -375,6 +377,7 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                     from_value: (&#p::probe::Probe::<#output_ty>::NEW).value_decoder(),
                     encode: (&#p::probe::Probe::<#output_ty>::NEW).encoder(),
                     to_value: (&#p::probe::Probe::<#output_ty>::NEW).value_encoder(),
+                    clone: (&#p::probe::Probe::<#output_ty>::NEW).cloner(),
                 }
             }
 

@@ -5,7 +5,7 @@ use syncflow::config;
 use syncflow::prelude::*;
 use syncflow::runtime::Shutdown;
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Reading {
     pub sensor: String,
     pub celsius: f64,
@@ -351,7 +351,7 @@ fn policies_choose_what_happens_to_failed_messages() {
 
 #[test]
 fn invalid_or_unapplied_policies_are_load_errors() {
-    let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_to_fahrenheit]\npolicies:\n  yaml_to_fahrenheit: { retry: 3 }\n  yaml_to_farenheit: { on_error: drop }\n";
+    let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_to_fahrenheit]\npolicies:\n  yaml_to_fahrenheit: { batch: { size: 10 } }\n  yaml_to_farenheit: { on_error: drop }\n";
     let errors = config::load_str(yaml, "p.yaml").unwrap_err();
     let text = errors.to_string();
     assert!(
@@ -360,7 +360,7 @@ fn invalid_or_unapplied_policies_are_load_errors() {
     );
     assert!(
         text.contains(
-            "p.yaml:4:13: policy `retry` of `yaml_to_fahrenheit` is not applied to YAML flows"
+            "p.yaml:4:13: policy `batch` of `yaml_to_fahrenheit` is not applied to YAML flows"
         ),
         "{text}"
     );
@@ -716,5 +716,146 @@ tests:
     assert!(
         text.contains("m.yaml:5:13: the mock of `yaml_to_fahrenheit` emits messages, but its output type `yaml_flows::Fahrenheit` cannot be read from JSON: derive `Deserialize`"),
         "{text}"
+    );
+}
+
+/// Fails the first two calls for each sensor (per process), then passes.
+#[sync_function]
+pub fn yaml_flaky(r: Reading) -> Result<Reading, String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static CALLS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+    let mut calls = CALLS.lock().unwrap();
+    let n = calls
+        .get_or_insert_with(HashMap::new)
+        .entry(r.sensor.clone())
+        .or_insert(0);
+    *n += 1;
+    if *n <= 2 {
+        Err(format!("{} is flaky (call {n})", r.sensor))
+    } else {
+        Ok(r)
+    }
+}
+
+/// Takes its time.
+#[sync_function]
+pub async fn yaml_slow(r: Reading) -> Reading {
+    tokio::time::sleep(std::time::Duration::from_millis(if r.celsius > 0.0 {
+        300
+    } else {
+        0
+    }))
+    .await;
+    r
+}
+
+/// A payload that cannot be copied.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Unique {
+    pub id: u32,
+}
+
+/// Passes a unique value on.
+#[sync_function]
+pub fn yaml_unique(u: Unique) -> Unique {
+    u
+}
+
+fn run_policy_flow(steps: &str, policies: &str, lines: &str) -> (RunSummary, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines).unwrap();
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let yaml = format!(
+        "flows:\n  p:\n    source: {{ file: \"{}\" }}\n    steps: {steps}\n    sinks: [{{ file: \"{}\" }}]\n    dead_letter: \"{}\"\npolicies:\n{policies}",
+        input.display(),
+        out.display(),
+        dead.display()
+    );
+    let plan = config::load_str(&yaml, "p.yaml").expect("valid");
+    let (_, summary) = run(plan).pop().unwrap();
+    (
+        summary.expect("ran"),
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&dead).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn retry_calls_a_failing_step_again_with_backoff() {
+    let lines = "{\"sensor\":\"r1\",\"celsius\":1}\n{\"sensor\":\"r2\",\"celsius\":2}\n";
+    let (summary, out, dead) = run_policy_flow(
+        "[yaml_flaky]",
+        "  yaml_flaky: { retry: { attempts: 3, initial_backoff: 1ms } }\n",
+        lines,
+    );
+    assert_eq!((summary.output, summary.failed), (2, 0), "{dead}");
+    assert_eq!(out.lines().count(), 2);
+    let (name, counts) = &summary.policies[0];
+    assert_eq!(name, "yaml_flaky");
+    assert_eq!(
+        (counts.retries, counts.gave_up),
+        (4, 0),
+        "two retries per message"
+    );
+    assert!(summary.to_string().contains("policies"), "{summary}");
+
+    // Two attempts are not enough: the message is dead-lettered, saying so.
+    let lines = "{\"sensor\":\"r3\",\"celsius\":1}\n";
+    let (summary, _, dead) = run_policy_flow(
+        "[yaml_flaky]",
+        "  yaml_flaky: { retry: { attempts: 2, initial_backoff: 1ms } }\n",
+        lines,
+    );
+    assert_eq!(summary.failed, 1);
+    assert!(
+        dead.contains("r3 is flaky (call 2) (after 2 attempts)"),
+        "{dead}"
+    );
+    assert_eq!(
+        (summary.policies[0].1.retries, summary.policies[0].1.gave_up),
+        (1, 1)
+    );
+}
+
+#[test]
+fn timeout_fails_a_slow_async_step_and_rate_limit_waits() {
+    let lines = "{\"sensor\":\"slow\",\"celsius\":1}\n{\"sensor\":\"fast\",\"celsius\":-1}\n";
+    let (summary, out, dead) = run_policy_flow(
+        "[yaml_slow]",
+        "  yaml_slow: { timeout: 50ms, rate_limit: 1000/s }\n",
+        lines,
+    );
+    assert_eq!((summary.output, summary.failed), (1, 1));
+    assert!(out.contains("fast") && !out.contains("slow"), "{out}");
+    assert!(
+        dead.contains("step `yaml_slow` timed out after 50ms"),
+        "{dead}"
+    );
+    assert_eq!(summary.policies[0].1.timeouts, 1);
+
+    // A burst of one at 20/s: the second and third messages wait for tokens.
+    let lines = "{\"sensor\":\"a\",\"celsius\":-1}\n".repeat(3);
+    let (summary, _, _) = run_policy_flow(
+        "[yaml_slow]",
+        "  yaml_slow: { rate_limit: { rate: 20/s, burst: 1 } }\n",
+        &lines,
+    );
+    assert_eq!(summary.output, 3);
+    assert!(
+        summary.policies[0].1.rate_limited >= 2,
+        "{:?}",
+        summary.policies
+    );
+}
+
+#[test]
+fn retry_of_a_step_whose_input_cannot_be_copied_is_a_load_error() {
+    let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_unique]\npolicies:\n  yaml_unique: { retry: 3 }\n";
+    let errors = config::load_str(yaml, "u.yaml").unwrap_err();
+    assert!(
+        errors.to_string().contains("u.yaml:4:13: `retry` of `yaml_unique` needs to call it again with the same input, but `yaml_flows::Unique` is not `Clone`: derive `Clone` for it"),
+        "{errors}"
     );
 }

@@ -359,8 +359,17 @@ pub(crate) fn build_chain(
             chain_ok = false;
             continue;
         }
-        let on_error = step_policy(step_name, policies, &|message| at(loc, message), errors);
+        let (on_error, applied) = step_policy(
+            step_name,
+            &input,
+            policies,
+            &|message| at(loc, message),
+            errors,
+        );
         builder.on_error(on_error);
+        if let Some(applied) = applied {
+            builder.policy(applied);
+        }
     }
 
     (builder, chain_ok)

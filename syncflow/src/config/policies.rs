@@ -2,8 +2,9 @@
 
 use super::model::{FlowFile, StepSpec};
 use super::{ConfigError, ConfigErrors};
-use crate::dynamic::OnFailure;
+use crate::dynamic::{Applied, OnFailure};
 use crate::policy::{OnError, Policy, PolicySet};
+use crate::registry::TypeCodec;
 
 /// Reads and validates `policies:` against the functions the flows use.
 pub(super) fn check_policies(
@@ -39,30 +40,30 @@ pub(super) fn check_policies(
     set
 }
 
-/// The `on_error` a step runs with; a policy this version does not apply to
-/// YAML flows is an error rather than a setting silently ignored.
+/// The policies a step runs with: its `on_error`, and retry, timeout, rate
+/// limit and concurrency ready to apply. A policy this version does not
+/// apply to YAML flows is an error rather than a setting silently ignored.
 pub(super) fn step_policy(
     function: &str,
+    input: &TypeCodec,
     policies: &PolicySet,
     at: &dyn Fn(String) -> ConfigError,
     errors: &mut ConfigErrors,
-) -> OnFailure {
+) -> (OnFailure, Option<Applied>) {
     let policy: Policy = policies.resolve(function, &Policy::default());
-    let unsupported = [
-        ("retry", policy.retry.is_some()),
-        ("timeout", policy.timeout.is_some()),
-        ("concurrency", policy.concurrency.is_some()),
-        ("batch", policy.batch.is_some()),
-        ("rate_limit", policy.rate_limit.is_some()),
-    ];
-    for (key, set) in unsupported {
-        if set {
-            errors.push(at(format!(
-                "policy `{key}` of `{function}` is not applied to YAML flows by this version of syncflow; remove it (it would be ignored)"
-            )));
-        }
+    if policy.batch.is_some() {
+        errors.push(at(format!(
+            "policy `batch` of `{function}` is not applied to YAML flows by this version of syncflow (no step takes batches yet); remove it (it would be ignored)"
+        )));
     }
-    match policy.on_error() {
+    let applied = match Applied::new(function, &policy, input) {
+        Ok(applied) => applied,
+        Err(e) => {
+            errors.push(at(e.to_string()));
+            None
+        }
+    };
+    let on_error = match policy.on_error() {
         OnError::DeadLetter { channel: None } => OnFailure::DeadLetter,
         OnError::Drop => OnFailure::Drop,
         OnError::Stop => OnFailure::Stop,
@@ -73,5 +74,6 @@ pub(super) fn step_policy(
             )));
             OnFailure::DeadLetter
         }
-    }
+    };
+    (on_error, applied)
 }

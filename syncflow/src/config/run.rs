@@ -174,8 +174,9 @@ impl PlannedFlow {
         let decode = self.flow.decoder();
         let mut def = self.flow;
         def.stop_with(shutdown.clone());
+        let policy_stats = def.policy_stats();
         let flow = Flow::new(def).with_resources(channels.resources.clone());
-        match self.source {
+        let mut summary = match self.source {
             SourcePlan::File { path, state_dir } => {
                 let source_error = |error| RunError::Source {
                     name: path.display().to_string(),
@@ -210,7 +211,12 @@ impl PlannedFlow {
                 let source = StdinSource::with_decoder(decode);
                 finish(Runtime::new(flow).source(source), options).await
             }
-        }
+        }?;
+        summary.policies = crate::dynamic::policy_snapshot(&policy_stats)
+            .into_iter()
+            .map(|(name, counts)| (name.to_string(), counts))
+            .collect();
+        Ok(summary)
     }
 }
 

@@ -31,6 +31,9 @@ use crate::runtime::Shutdown;
 
 mod bridge;
 mod nested;
+mod policy;
+
+pub use policy::{Applied, NotCloneable, StepPolicyStats, snapshot as policy_snapshot};
 
 use bridge::JsonBridge;
 pub use nested::{
@@ -66,6 +69,7 @@ struct Typed {
     input: TypeCodec,
     output: TypeCodec,
     on_error: OnFailure,
+    policy: Option<Applied>,
 }
 
 /// What a [`DynFlow`] does with a message a step failed on (the part of
@@ -194,6 +198,7 @@ impl DynFlowBuilder {
                     input: got,
                     output: input,
                     on_error: OnFailure::DeadLetter,
+                    policy: None,
                 });
             }
         }
@@ -202,8 +207,23 @@ impl DynFlowBuilder {
             input,
             output,
             on_error: OnFailure::DeadLetter,
+            policy: None,
         });
         Ok(self)
+    }
+
+    /// Applies retry, timeout, rate limit and concurrency to the last step
+    /// added; the flow then runs on its async path.
+    pub fn policy(&mut self, applied: Applied) -> &mut Self {
+        if let Some(last) = self.nodes.last_mut() {
+            last.policy = Some(applied);
+        }
+        self
+    }
+
+    /// The input type of the last step added.
+    pub fn last_input(&self) -> Option<TypeCodec> {
+        self.nodes.last().map(|t| t.input)
     }
 
     /// Sets what happens to a message the last step added fails on.
@@ -229,7 +249,7 @@ impl DynFlowBuilder {
     /// The flow, reading `input` when it has no step (then it passes its
     /// input on) and checked to have codecs at both ends: the first step's
     /// input must be readable from JSON and the last step's output writable.
-    pub fn build(self, input_without_steps: TypeCodec) -> Result<DynFlow, BoundaryError> {
+    pub fn build(mut self, input_without_steps: TypeCodec) -> Result<DynFlow, BoundaryError> {
         let input = self
             .nodes
             .first()
@@ -248,13 +268,21 @@ impl DynFlowBuilder {
         })?;
         let infos: Vec<&'static StepInfo> =
             self.nodes.iter().map(|t| t.node.get().info()).collect();
-        let sync = infos.iter().all(|i| !i.is_async);
+        let sync =
+            infos.iter().all(|i| !i.is_async) && self.nodes.iter().all(|t| t.policy.is_none());
         let on_error = self.nodes.iter().map(|t| t.on_error).collect();
+        let policy_stats = self
+            .nodes
+            .iter()
+            .filter_map(|t| Some((t.node.get().info().name, t.policy.as_ref()?.stats())))
+            .collect();
         Ok(DynFlow {
             name: self.name,
             infos: intern_steps(infos),
             on_error,
             stop: Shutdown::new(),
+            policy_stats,
+            policies: self.nodes.iter_mut().map(|t| t.policy.take()).collect(),
             nodes: self.nodes.into_iter().map(|t| t.node).collect(),
             input,
             decode,
@@ -297,6 +325,9 @@ pub struct DynFlow {
     on_error: Vec<OnFailure>,
     /// Triggered by a step whose `on_error` is [`OnFailure::Stop`].
     stop: Shutdown,
+    /// Each step's policies, if any act at run time.
+    policies: Vec<Option<Applied>>,
+    policy_stats: StepPolicyStats,
     infos: &'static [&'static StepInfo],
     input: TypeCodec,
     decode: DecodeFn,
@@ -338,6 +369,11 @@ impl DynFlow {
     /// The type of the flow's input (the first step's payload).
     pub fn input(&self) -> TypeCodec {
         self.input
+    }
+
+    /// What the policies of the steps that have some did so far.
+    pub fn policy_stats(&self) -> StepPolicyStats {
+        self.policy_stats.clone()
     }
 
     /// Makes [`OnFailure::Stop`] trigger this handle (the run's shutdown).
@@ -521,8 +557,13 @@ impl FlowDef for DynFlow {
                 } else {
                     None
                 };
-                let call: AsyncCall<'_> = node.get().call_async(cx, &mut *slot);
-                let result = call.await;
+                let result = match self.policies.get(k).and_then(Option::as_ref) {
+                    Some(applied) => applied.call(node.get(), cx, &mut *slot).await,
+                    None => {
+                        let call: AsyncCall<'_> = node.get().call_async(cx, &mut *slot);
+                        call.await
+                    }
+                };
                 if let Some(timer) = timer {
                     monitor.exit(step, timer);
                 }

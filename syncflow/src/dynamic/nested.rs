@@ -285,7 +285,8 @@ macro_rules! register_flow {
             fn __syncflow_build() -> $crate::dynamic::NestedParts {
                 #[allow(unused_imports)]
                 use $crate::registry::probe::{
-                    HasDeserialize as _, HasSerialize as _, NoDeserialize as _, NoSerialize as _,
+                    HasClone as _, HasDeserialize as _, HasSerialize as _, NoClone as _,
+                    NoDeserialize as _, NoSerialize as _,
                 };
                 let flow = $flow;
                 let input = $crate::dynamic::input_probe(&flow);
@@ -298,6 +299,7 @@ macro_rules! register_flow {
                         from_value: (&input).value_decoder(),
                         encode: (&input).encoder(),
                         to_value: (&input).value_encoder(),
+                        clone: (&input).cloner(),
                     },
                     output: $crate::registry::TypeCodec {
                         name: output.probed_name(),
@@ -306,6 +308,7 @@ macro_rules! register_flow {
                         from_value: (&output).value_decoder(),
                         encode: (&output).encoder(),
                         to_value: (&output).value_encoder(),
+                        clone: (&output).cloner(),
                     },
                     step: $crate::dynamic::FlowStep::boxed($name, flow),
                 }

@@ -32,6 +32,9 @@ pub type FromValueFn = fn(Value) -> Result<BoxedSlot, serde_json::Error>;
 pub type EncodeFn = fn(&dyn Any) -> Result<Box<RawValue>, CodecError>;
 /// Turns the `T` in a slot into a JSON value.
 pub type ToValueFn = fn(&dyn Any) -> Result<Value, CodecError>;
+/// Copies the `T` in a slot into a new slot (`None` if the slot is empty or
+/// of another type): what a retried step is called with again.
+pub type CloneFn = fn(&dyn Any) -> Option<BoxedSlot>;
 
 /// What a config-driven flow knows about one payload type.
 #[derive(Clone, Copy)]
@@ -48,6 +51,8 @@ pub struct TypeCodec {
     pub encode: Option<EncodeFn>,
     /// Present when the type implements `Serialize`.
     pub to_value: Option<ToValueFn>,
+    /// Present when the type implements `Clone`.
+    pub clone: Option<CloneFn>,
 }
 
 impl fmt::Debug for TypeCodec {
@@ -72,8 +77,8 @@ impl TypeCodec {
         TypeCodec::of_serde::<Value>()
     }
 
-    /// The codec of a type that implements both serde traits.
-    pub fn of_serde<T: Serialize + DeserializeOwned + Send + 'static>() -> TypeCodec {
+    /// The codec of a type that implements both serde traits and `Clone`.
+    pub fn of_serde<T: Serialize + DeserializeOwned + Clone + Send + 'static>() -> TypeCodec {
         TypeCodec {
             name: std::any::type_name::<T>(),
             id: TypeId::of::<T>(),
@@ -81,6 +86,7 @@ impl TypeCodec {
             from_value: Some(from_value::<T>),
             encode: Some(encode::<T>),
             to_value: Some(to_value::<T>),
+            clone: Some(clone_slot::<T>),
         }
     }
 }
@@ -127,6 +133,13 @@ fn encode<T: Serialize + 'static>(slot: &dyn Any) -> Result<Box<RawValue>, Codec
         _ => Err(CodecError::Slot {
             expected: std::any::type_name::<T>(),
         }),
+    }
+}
+
+fn clone_slot<T: Clone + Send + 'static>(slot: &dyn Any) -> Option<BoxedSlot> {
+    match slot.downcast_ref::<Option<T>>() {
+        Some(Some(value)) => Some(Box::new(Some(value.clone()))),
+        _ => None,
     }
 }
 
@@ -220,6 +233,25 @@ pub mod probe {
         }
     }
     impl<T> NoSerialize for &Probe<T> {}
+
+    /// Chosen when `T: Clone`.
+    pub trait HasClone {
+        /// The copier.
+        fn cloner(&self) -> Option<CloneFn>;
+    }
+    impl<T: Clone + Send + 'static> HasClone for Probe<T> {
+        fn cloner(&self) -> Option<CloneFn> {
+            Some(clone_slot::<T>)
+        }
+    }
+    /// The fallback when `T` is not `Clone`.
+    pub trait NoClone {
+        /// None.
+        fn cloner(&self) -> Option<CloneFn> {
+            None
+        }
+    }
+    impl<T> NoClone for &Probe<T> {}
 }
 
 #[cfg(test)]

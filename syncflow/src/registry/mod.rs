@@ -12,7 +12,8 @@ mod codec;
 mod erased;
 
 pub use codec::{
-    BoxedSlot, CodecError, DecodeFn, EncodeFn, FromValueFn, ToValueFn, TypeCodec, probe, take,
+    BoxedSlot, CloneFn, CodecError, DecodeFn, EncodeFn, FromValueFn, ToValueFn, TypeCodec, probe,
+    take,
 };
 pub use erased::{Adapter, AsyncCall, ErasedError, ErasedStep, Next, slot_error};
 

@@ -517,6 +517,7 @@ where
         }
         let c = &counters;
         Ok(RunSummary {
+            policies: Vec::new(),
             flow: flow_name.to_string(),
             source: source_name.to_string(),
             stop: stop_reason,

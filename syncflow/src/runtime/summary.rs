@@ -38,6 +38,9 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Per-step counters (empty when the flow runs without monitoring).
     pub steps: Vec<StepStats>,
+    /// What the policies of each step that has some did (flows from flow
+    /// files; empty otherwise).
+    pub policies: Vec<(String, crate::policy::PolicyCounts)>,
 }
 
 impl RunSummary {
@@ -129,6 +132,32 @@ impl fmt::Display for RunSummary {
                 )?;
             }
         }
+        if !self.policies.is_empty() {
+            let width = self
+                .policies
+                .iter()
+                .map(|(name, _)| name.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            writeln!(f)?;
+            writeln!(
+                f,
+                "     {:<width$} {:>10} {:>10} {:>10} {:>14}",
+                "policies", "retries", "gave up", "timeouts", "rate waits"
+            )?;
+            for (name, p) in &self.policies {
+                writeln!(
+                    f,
+                    "     {:<width$} {:>10} {:>10} {:>10} {:>14}",
+                    name,
+                    p.retries,
+                    p.gave_up,
+                    p.timeouts,
+                    format!("{} ({})", p.rate_limited, format_ns(p.rate_limited_ns))
+                )?;
+            }
+        }
         Ok(())
     }
 }
@@ -157,6 +186,7 @@ mod tests {
     #[test]
     fn prints_a_readable_table() {
         let s = RunSummary {
+            policies: Vec::new(),
             flow: "orders".into(),
             source: "in.jsonl".into(),
             stop: StopReason::EndOfInput,
