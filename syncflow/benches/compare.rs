@@ -387,7 +387,7 @@ fn hot_fn(spec: &str) -> String {
         ["w2", steps, _] => format!("w2_flow{steps}"),
         ["w1", "hand"] => "w1_hand".into(),
         ["w1", "hand-zc"] => "w1_hand_zero_copy".into(),
-        ["w1", "runtime" | "setup"] => String::new(),
+        ["w1", "runtime" | "runtime-fsync" | "yaml" | "setup"] => String::new(),
         ["w1", _] => "w1_flow_worker".into(),
         _ => unreachable!(),
     }
@@ -463,7 +463,7 @@ fn run_callgrind() {
     for kind in w1::Kind::ALL {
         let spec = format!("w1:{}", kind.key());
         let mut ir = callgrind_ir(&exe, &spec, dir.path());
-        if matches!(kind, w1::Kind::Runtime | w1::Kind::RuntimeFsync) {
+        if matches!(kind, w1::Kind::Runtime | w1::Kind::RuntimeFsync | w1::Kind::Yaml) {
             ir = ir.zip(setup).map(|(ir, setup)| ir.saturating_sub(setup));
         }
         report(
