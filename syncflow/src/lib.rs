@@ -35,6 +35,7 @@ pub mod function;
 pub mod monitor;
 pub mod registry;
 pub mod runtime;
+pub mod toolbox;
 
 /// Turns a plain function into a registered, typed, monitored flow step.
 ///
