@@ -296,7 +296,8 @@ impl Expr {
             root: message,
             too_deep: AtomicBool::new(false),
         };
-        let mut ctx = Context::with_env(Arc::clone(&ENV));
+        let root: &Context<'_, '_> = &ROOT;
+        let mut ctx = root.new_inner_scope();
         ctx.set_variable_resolver(&resolver);
         f(&ctx, &resolver)
     }
@@ -425,6 +426,10 @@ impl Expr {
         }
     }
 }
+
+/// The root scope every evaluation starts from: the functions, no variables.
+static ROOT: LazyLock<Context<'static, 'static>> =
+    LazyLock::new(|| Context::with_env(Arc::clone(&ENV)));
 
 /// An expression that does not compile: where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
