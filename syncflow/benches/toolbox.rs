@@ -7,6 +7,14 @@
 //! cargo bench -p syncflow --bench toolbox -- --summary   # summary only (~10 s)
 //! ```
 //!
+//! Instructions per message, steady whatever the load: `--only I --rounds N`
+//! runs variant `I` (0: filter hand-written, 1: filter toolbox, 2: map
+//! moving, 3: map cloning, 4: map toolbox, 5: decode, 6: clone) N times
+//! and prints nothing. Run it under `valgrind --tool=callgrind` with two
+//! values of N and divide the difference of the instruction counts by
+//! (difference of N × 10 × 1024). Variants 2 and 4 clone their input
+//! untimed but not uncounted: subtract variant 6 from them.
+//!
 //! The summary interleaves the variants over several rounds and prints the
 //! median ns/message and the median per-round ratio to the hand-written
 //! code. For scale, decoding the same line with `serde_json` is printed too.
@@ -166,12 +174,29 @@ fn timed<T>(setup: impl FnOnce() -> T, work: impl FnOnce(T) -> usize) -> Duratio
     start.elapsed()
 }
 
-fn summary(rounds: usize) {
+/// `only`: run just that variant (by index) `rounds` times and print
+/// nothing, for instruction counts under `perf stat`.
+fn summary(rounds: usize, only: Option<usize>) {
     const REPS: usize = 10;
     let batch = messages();
     let text = lines();
     let (filter, map) = tools();
     let bytes: usize = text.iter().map(String::len).sum();
+
+    // The two sides compute the same thing, or the comparison means nothing.
+    for message in &batch {
+        let keep = filter.keep(message).expect("the filter evaluates");
+        assert_eq!(keep, hand_keep(message), "filter disagrees on {message}");
+        let mapped = match map.apply(message.clone()) {
+            Ok(ToolOutcome::One(v)) => v,
+            other => panic!("map failed on {message}: {other:?}"),
+        };
+        assert_eq!(
+            Ok(&mapped),
+            hand_map(message.clone()).as_ref(),
+            "map disagrees"
+        );
+    }
 
     type Run<'a> = Box<dyn Fn() -> Duration + 'a>;
     let variants: Vec<(&str, Run)> = vec![
@@ -250,8 +275,20 @@ fn summary(rounds: usize) {
                 )
             }),
         ),
+        (
+            "scale: clone and drop of the message",
+            Box::new(|| timed(|| (), |()| batch.clone().len())),
+        ),
     ];
 
+    if let Some(index) = only {
+        if let Some((_, run)) = variants.get(index) {
+            for _ in 0..rounds {
+                black_box(run());
+            }
+        }
+        return;
+    }
     // ns per message, per variant, per round; variants interleaved.
     let mut samples = vec![Vec::with_capacity(rounds); variants.len()];
     for _ in 0..rounds {
@@ -288,11 +325,21 @@ toolbox: {BATCH} log objects of {} bytes on average; median of {rounds} rounds",
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |flag: &str| args.iter().any(|a| a == flag);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    if let Some(index) = value("--only") {
+        summary(value("--rounds").unwrap_or(100), Some(index));
+        return;
+    }
     if has("--test") {
         // `cargo test --benches`: one pass of everything, no timing.
         let mut c = Criterion::default().configure_from_args();
         criterion_benches(&mut c);
-        summary(1);
+        summary(1, None);
         return;
     }
     if !has("--summary") {
@@ -300,5 +347,5 @@ fn main() {
         criterion_benches(&mut c);
         c.final_summary();
     }
-    summary(31);
+    summary(31, None);
 }

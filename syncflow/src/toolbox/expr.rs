@@ -349,16 +349,24 @@ impl Expr {
                     ),
                 )
             }
-            ExecutionError::NoSuchKey(key) => self.error(
-                EvalErrorKind::MissingField {
-                    field: key.as_str().to_owned(),
-                },
-                format!(
-                    "key `{key}` is not in the map it is read from: test for it with \
-                     `has(x.{key})` or `\"{key}\" in x`, or read it with a default, \
-                     `x.?{key}.orValue(...)`"
-                ),
-            ),
+            ExecutionError::NoSuchKey(key) => {
+                let parent = parent_of(&self.inner.source, &key).unwrap_or("x");
+                let shown = if parent == "x" {
+                    "the map it is read from".to_owned()
+                } else {
+                    format!("`{parent}`")
+                };
+                self.error(
+                    EvalErrorKind::MissingField {
+                        field: key.as_str().to_owned(),
+                    },
+                    format!(
+                        "key `{key}` is not in {shown}: test for it with \
+                         `has({parent}.{key})`, or read it with a default, \
+                         `{parent}.?{key}.orValue(...)`"
+                    ),
+                )
+            }
             ExecutionError::NoSuchOverload(overload) => {
                 let function = overload.function();
                 let types = overload.argument_types();
@@ -463,10 +471,7 @@ impl ExprError {
         };
         let (line, column) = first.pos;
         let offset = offset_of(source, line, column);
-        let mut message = explain_parse_error(&first.msg, source, offset);
-        if errors.errors.len() > 1 {
-            message.push_str(" (fix this first: the other errors may follow from it)");
-        }
+        let message = explain_parse_error(&first.msg, source, offset);
         ExprError::at(source, offset, message)
     }
 
@@ -888,6 +893,24 @@ fn check_brackets(source: &str) -> Result<(), ExprError> {
     Ok(())
 }
 
+/// The path written before `.key` in `source` (`user.address` for
+/// `user.address.city` and key `city`), if there is one.
+fn parent_of<'s>(source: &'s str, key: &str) -> Option<&'s str> {
+    let bytes = source.as_bytes();
+    source.match_indices(key).find_map(|(at, _)| {
+        let end = at.checked_sub(1)?;
+        let after = bytes.get(at + key.len()).copied();
+        if bytes[end] != b'.' || after.is_some_and(is_ident_byte) {
+            return None;
+        }
+        let start = source[..end]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .map_or(0, |i| i + 1);
+        let parent = &source[start..end];
+        (!parent.is_empty() && !parent.starts_with('.')).then_some(parent)
+    })
+}
+
 /// Byte offset of the first `name(` call in `source` (spaces allowed before
 /// the parenthesis), skipping matches inside longer names.
 fn find_call(source: &str, name: &str) -> Option<usize> {
@@ -996,7 +1019,10 @@ fn unexpected(token: &str, after_complete: bool) -> String {
              an operator such as `&&` or `==`, or remove it"
         )
     } else {
-        format!("unexpected `{token}`{hint}: check what comes before it")
+        format!(
+            "unexpected `{token}`{hint}: check what comes before it (a missing operator, `,` \
+             or bracket?)"
+        )
     }
 }
 
@@ -1284,6 +1310,12 @@ mod tests {
             &EvalErrorKind::MissingField {
                 field: "zip".into()
             }
+        );
+        assert!(
+            err.message().starts_with(
+                "key `zip` is not in `user.address`: test for it with `has(user.address.zip)`"
+            ),
+            "{err}"
         );
 
         assert_eq!(eval("has(this.region)", &msg), json!(false));

@@ -199,7 +199,7 @@ impl Set {
         Self::NAME
     }
 
-    /// One line for listings: `set env = "prod", http.error = status >= 500`.
+    /// One line for listings: `set: env = "prod", http.error = status >= 500`.
     pub fn describe(&self) -> String {
         let parts: Vec<String> = self
             .fields
@@ -209,7 +209,7 @@ impl Set {
                 Assign::Expr(e) => format!("{at} = {e}"),
             })
             .collect();
-        format!("set {}", parts.join(", "))
+        format!("set: {}", parts.join(", "))
     }
 
     /// Sets the fields on `message`.
@@ -285,14 +285,14 @@ impl Rename {
         Self::NAME
     }
 
-    /// One line for listings: `rename host → server.name`.
+    /// One line for listings: `rename: host → server.name`.
     pub fn describe(&self) -> String {
         let parts: Vec<String> = self
             .moves
             .iter()
             .map(|(from, to)| format!("{from} → {to}"))
             .collect();
-        format!("rename {}", parts.join(", "))
+        format!("rename: {}", parts.join(", "))
     }
 
     /// Moves the fields of `message`.
@@ -353,10 +353,10 @@ impl Remove {
         Self::NAME
     }
 
-    /// One line for listings: `remove password, user.ssn`.
+    /// One line for listings: `remove: password, user.ssn`.
     pub fn describe(&self) -> String {
         let parts: Vec<&str> = self.paths.iter().map(FieldPath::as_str).collect();
-        format!("remove {}", parts.join(", "))
+        format!("remove: {}", parts.join(", "))
     }
 
     /// Deletes the fields from `message`.
@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(out["http"], json!({"error": false, "label": "ok"}));
         assert_eq!(
             set.describe(),
-            "set env = \"prod\", http.error = status >= 500, \
+            "set: env = \"prod\", http.error = status >= 500, \
              http.label = http.error ? 'bad' : 'ok', n = null"
         );
     }
@@ -488,7 +488,7 @@ mod tests {
         );
         assert_eq!(
             rename.describe(),
-            "rename host → server.name, msg → message, nope → x"
+            "rename: host → server.name, msg → message, nope → x"
         );
         let args: RenameArgs = serde_json::from_str(r#"{"a": "a.b"}"#).unwrap();
         assert!(
@@ -506,7 +506,7 @@ mod tests {
         let remove = Remove::new(args).unwrap();
         let out = one(remove.apply(json!({"password": "x", "user": {"ssn": 1, "id": 2}})));
         assert_eq!(out, json!({"user": {"id": 2}}));
-        assert_eq!(remove.describe(), "remove password, user.ssn, gone");
+        assert_eq!(remove.describe(), "remove: password, user.ssn, gone");
         let args: RemoveArgs = serde_json::from_str(r#"["a..b"]"#).unwrap();
         assert!(Remove::new(args).is_err());
     }
