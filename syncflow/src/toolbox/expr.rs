@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use cel::common::ast::{EntryExpr, Expr as Node, IdedExpr, LiteralValue};
 use cel::common::types::{
@@ -39,6 +39,7 @@ use cel::common::types::{
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, ParseErrors, Program};
+use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Number, Value};
 
 /// The name bound to the whole message.
@@ -74,9 +75,60 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
     let strings = env.add_extension(cel::extensions::strings);
     let math = env.add_extension(cel::extensions::math);
-    debug_assert!(strings.is_ok() && math.is_ok(), "CEL extensions clash");
+    let regex = env.add_extension(regex_extension);
+    debug_assert!(
+        strings.is_ok() && math.is_ok() && regex.is_ok(),
+        "CEL extensions clash"
+    );
     Arc::new(env)
 });
+
+/// How many distinct `matches()` patterns are kept compiled. Patterns
+/// written in expressions are compiled at load time; patterns computed per
+/// message are compiled per call once the cache is full.
+const MAX_CACHED_PATTERNS: usize = 1024;
+
+/// Compiled size limit of one pattern.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+static PATTERNS: LazyLock<RwLock<HashMap<Box<str>, Regex>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// `s.matches(re)` and `matches(s, re)`, as in CEL's standard library but
+/// with each pattern compiled once (the `cel` crate compiles it per call).
+fn regex_extension(env: &mut Env) -> Result<(), cel::DeclarationError> {
+    cel::add_overload!(env, fn regex_matches: (CelString, CelString) -> Result<CelBool>,
+        name = "matches", id = "matches")?;
+    cel::add_member_overload!(env, fn regex_matches: (CelString, CelString) -> Result<CelBool>,
+        name = "matches", id = "string.matches(string)")?;
+    Ok(())
+}
+
+fn regex_matches(text: &CelString<'_>, pattern: &CelString<'_>) -> Result<CelBool, ExecutionError> {
+    let is_match = with_pattern(pattern.inner(), |re| re.is_match(text.inner()))
+        .map_err(|e| ExecutionError::function_error("matches", e))?;
+    Ok(CelBool::from(is_match))
+}
+
+/// Runs `f` with the compiled `pattern`, compiling and caching it if needed.
+fn with_pattern<R>(pattern: &str, f: impl FnOnce(&Regex) -> R) -> Result<R, String> {
+    if let Ok(cache) = PATTERNS.read()
+        && let Some(re) = cache.get(pattern)
+    {
+        return Ok(f(re));
+    }
+    let re = RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("`{pattern}` is not a valid regular expression: {e}"))?;
+    let result = f(&re);
+    if let Ok(mut cache) = PATTERNS.write()
+        && cache.len() < MAX_CACHED_PATTERNS
+    {
+        cache.insert(Box::from(pattern), re);
+    }
+    Ok(result)
+}
 
 /// A compiled expression, cheap to clone and to share between threads.
 #[derive(Clone)]
@@ -194,6 +246,7 @@ impl Expr {
                 ));
             }
         }
+        check_patterns(source, &program)?;
         let depth = depth_of(program.expression());
         if depth > MAX_NESTING {
             return Err(ExprError::at(
@@ -819,6 +872,72 @@ fn check_object_literal(source: &str, program: &Program) -> Result<bool, ExprErr
     Ok(all_constant)
 }
 
+/// Compiles the literal patterns of `matches()` calls: an invalid one is a
+/// load-time error, and valid ones are never compiled again.
+fn check_patterns(source: &str, program: &Program) -> Result<(), ExprError> {
+    let mut patterns = Vec::new();
+    collect_patterns(program.expression(), &mut patterns);
+    for (pattern, id) in patterns {
+        if let Err(message) = with_pattern(pattern, |_| ()) {
+            let at = program
+                .source_info()
+                .offset_for(id)
+                .and_then(|(start, _)| source.char_indices().nth(start as usize))
+                .map_or(0, |(at, _)| at);
+            return Err(ExprError::at(source, at, message));
+        }
+    }
+    Ok(())
+}
+
+fn collect_patterns<'e>(expr: &'e IdedExpr, out: &mut Vec<(&'e str, u64)>) {
+    if let Node::Call(call) = &expr.expr
+        && call.func_name == "matches"
+    {
+        let pattern = if call.target.is_some() {
+            call.args.first()
+        } else {
+            call.args.get(1)
+        };
+        if let Some(arg) = pattern
+            && let Node::Literal(LiteralValue::String(text)) = &arg.expr
+        {
+            out.push((text.inner(), arg.id));
+        }
+    }
+    match &expr.expr {
+        Node::Call(call) => {
+            call.target.iter().for_each(|t| collect_patterns(t, out));
+            call.args.iter().for_each(|a| collect_patterns(a, out));
+        }
+        Node::Comprehension(c) => {
+            for e in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                collect_patterns(e, out);
+            }
+        }
+        Node::List(list) => list.elements.iter().for_each(|e| collect_patterns(e, out)),
+        Node::Map(map) => map.entries.iter().for_each(|e| match &e.expr {
+            EntryExpr::MapEntry(entry) => {
+                collect_patterns(&entry.key, out);
+                collect_patterns(&entry.value, out);
+            }
+            EntryExpr::StructField(field) => collect_patterns(&field.value, out),
+        }),
+        Node::Struct(s) => s.entries.iter().for_each(|e| match &e.expr {
+            EntryExpr::MapEntry(entry) => collect_patterns(&entry.value, out),
+            EntryExpr::StructField(field) => collect_patterns(&field.value, out),
+        }),
+        Node::Select(select) => collect_patterns(&select.operand, out),
+        Node::Ident(_) | Node::Literal(_) | Node::Unspecified => {}
+    }
+}
+
 /// Depth of the syntax tree.
 fn depth_of(expr: &IdedExpr) -> usize {
     let children = match &expr.expr {
@@ -1205,6 +1324,109 @@ mod tests {
             let value = expr.eval(&log()).unwrap_or_else(|e| panic!("{e}"));
             assert!(value != json!(false), "{src} evaluated to false");
         }
+    }
+
+    /// What book/src/toolbox.md documents about the language, checked.
+    #[test]
+    fn documented_language_features() {
+        let msg = json!({
+            "level": "warn", "none": null, "status": 200, "ratio": 0.5, "code": "503",
+            "tags": ["vip", "eu"], "items": [{"qty": 2}, {"qty": 3}], "a.b": 1,
+            "host": "web-1", "msg": "GET /orders/7"
+        });
+        let cases = [
+            ("7 / 2", json!(3)),
+            ("-7 % 3", json!(-1)),
+            ("'ab' + 'cd'", json!("abcd")),
+            ("tags + ['x']", json!(["vip", "eu", "x"])),
+            ("none == null", json!(true)),
+            ("has(this.none)", json!(true)),
+            ("this['a.b']", json!(1)),
+            ("msg.size()", json!(13)),
+            ("size(tags)", json!(2)),
+            ("'vip' in tags", json!(true)),
+            ("int(code) >= 500", json!(true)),
+            ("string(status) + '!'", json!("200!")),
+            ("type(level) == string", json!(true)),
+            ("uint(status) == 200u", json!(true)),
+            ("double(status) / 2.0", json!(100.0)),
+            ("host.split('-')[0]", json!("web")),
+            ("level.upperAscii()", json!("WARN")),
+            ("'  x '.trim()", json!("x")),
+            ("msg.indexOf('/')", json!(4)),
+            ("msg.lastIndexOf('/')", json!(11)),
+            ("msg.substring(4, 11)", json!("/orders")),
+            ("msg.charAt(0)", json!("G")),
+            ("msg.replace('GET', 'PUT')", json!("PUT /orders/7")),
+            ("tags.join(',')", json!("vip,eu")),
+            (
+                "msg.contains('orders') && msg.startsWith('GET') && msg.endsWith('7')",
+                json!(true),
+            ),
+            ("tags.exists(t, t == 'vip')", json!(true)),
+            ("tags.all(t, size(t) == 2)", json!(false)),
+            ("tags.exists_one(t, t.startsWith('e'))", json!(true)),
+            ("items.map(i, i.qty)", json!([2, 3])),
+            ("items.filter(i, i.qty > 2)", json!([{"qty": 3}])),
+            ("math.greatest(1, 5, 3)", json!(5)),
+            ("math.least([4, 2])", json!(2)),
+            ("math.abs(-2)", json!(2)),
+            ("math.round(2.5)", json!(3.0)),
+            ("math.trunc(-2.7)", json!(-2.0)),
+            ("math.sign(-3)", json!(-1)),
+            ("math.sqrt(16)", json!(4.0)),
+            ("math.isNaN(ratio) || math.isInf(ratio)", json!(false)),
+            ("math.bitAnd(6, 3)", json!(2)),
+            ("optional.of(1).hasValue()", json!(true)),
+            ("optional.none().orValue(2)", json!(2)),
+            ("this.?level.value()", json!("warn")),
+            ("this[?'nope'].orValue('d')", json!("d")),
+            ("status > 100 ? 'big' : 'small'", json!("big")),
+            ("dyn(status) == 200.0", json!(true)),
+        ];
+        for (src, expected) in cases {
+            assert_eq!(eval(src, &msg), expected, "{src}");
+        }
+        for src in ["9223372036854775807 + 1", "1 / 0", "tags[2]"] {
+            assert_eq!(eval_err(src, &msg).kind(), &EvalErrorKind::Failed, "{src}");
+        }
+        for unknown in [
+            "timestamp('2024-01-01T00:00:00Z')",
+            "lists.range(3)",
+            "base64.encode(b'a')",
+        ] {
+            assert!(
+                compile_err(unknown).message().contains("unknown function"),
+                "{unknown}"
+            );
+        }
+    }
+
+    #[test]
+    fn regular_expressions_are_checked_at_load_time() {
+        let err = compile_err(r#"host.startsWith("w") && msg.matches("GET (/orders")"#);
+        assert_eq!(err.column(), 37, "at the pattern: {err}");
+        assert!(
+            err.message().contains("not a valid regular expression"),
+            "{err}"
+        );
+        let err = compile_err(r#"matches(msg, "[z-a]")"#);
+        assert_eq!(err.column(), 14, "{err}");
+
+        let msg = json!({"msg": "GET /orders/12", "re": "^POST"});
+        assert_eq!(
+            eval(r#"msg.matches("^GET /orders/[0-9]+$")"#, &msg),
+            json!(true)
+        );
+        assert_eq!(eval(r#"matches(msg, "^GET")"#, &msg), json!(true));
+        // A pattern computed per message is compiled then.
+        assert_eq!(eval("msg.matches(re)", &msg), json!(false));
+        let bad = json!({"msg": "x", "re": "("});
+        let err = eval_err("msg.matches(re)", &bad);
+        assert!(
+            err.message().contains("not a valid regular expression"),
+            "{err}"
+        );
     }
 
     #[test]
