@@ -635,6 +635,10 @@ impl VariableResolver for Resolver<'_> {
     fn resolve<'b>(&'b self, name: &str) -> Option<CowVal<'b, 'b>> {
         let value = if name == THIS {
             self.root
+        } else if name.contains('.') {
+            // The interpreter tries `a.b` as one qualified name before `a`
+            // then `.b`: a top-level key "a.b" must not shadow the path.
+            return None;
         } else {
             self.root.as_object()?.get(name)?
         };
@@ -1486,6 +1490,19 @@ mod tests {
         assert_eq!(eval(r#"this["user-agent"]"#, &msg), json!("curl/8"));
         assert_eq!(eval("this.user.name", &msg), json!("ann"));
         assert_eq!(eval("this", &msg), msg, "this is the whole message");
+        let dotted = json!({"a.b": 1, "a": {"b": 2}});
+        assert_eq!(
+            eval("a.b", &dotted),
+            json!(2),
+            "a path, not the key \"a.b\""
+        );
+        assert_eq!(eval("this['a.b']", &dotted), json!(1));
+        let shadowing = json!({"math": 1, "level": "L", "tags": ["a"]});
+        assert_eq!(eval("math.greatest(1, 2)", &shadowing), json!(2));
+        assert_eq!(
+            eval("tags.map(level, level + '!')", &shadowing),
+            json!(["a!"])
+        );
         assert_eq!(eval("big", &msg), json!(u64::MAX), "beyond i64: uint");
         let expr = Expr::compile("user.name == 'ann' && status >= 200").unwrap();
         assert_eq!(expr.variables().collect::<Vec<_>>(), ["status", "user"]);
@@ -1523,6 +1540,14 @@ mod tests {
         assert!(err.message().contains("has(this.region)"), "{err}");
         assert!(
             err.to_string().starts_with("expression `region == 'eu'`: "),
+            "{err}"
+        );
+        let err = eval_err("region.name == 'eu'", &msg);
+        assert_eq!(
+            err.kind(),
+            &EvalErrorKind::MissingField {
+                field: "region".into()
+            },
             "{err}"
         );
 
