@@ -352,6 +352,16 @@ mod tests {
     }
 
     #[test]
+    fn tools_can_move_to_worker_threads() {
+        fn assert_send<T: Send>() {}
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send::<Tool>();
+        assert_send_sync::<Filter>();
+        assert_send_sync::<Route>();
+        assert_send_sync::<ToolError>();
+    }
+
+    #[test]
     fn steps_with_wrong_shapes_are_rejected_by_name() {
         let err = build(r#"{"filtre": "true"}"#).unwrap_err();
         assert!(err.contains("unknown variant `filtre`"), "{err}");
