@@ -39,6 +39,7 @@ pub mod monitor;
 pub mod policy;
 pub mod registry;
 pub mod runtime;
+pub mod toolbox;
 
 /// Turns a plain function into a registered, typed, monitored flow step.
 ///
