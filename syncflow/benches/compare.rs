@@ -463,7 +463,10 @@ fn run_callgrind() {
     for kind in w1::Kind::ALL {
         let spec = format!("w1:{}", kind.key());
         let mut ir = callgrind_ir(&exe, &spec, dir.path());
-        if matches!(kind, w1::Kind::Runtime | w1::Kind::RuntimeFsync | w1::Kind::Yaml) {
+        if matches!(
+            kind,
+            w1::Kind::Runtime | w1::Kind::RuntimeFsync | w1::Kind::Yaml
+        ) {
             ir = ir.zip(setup).map(|(ir, setup)| ir.saturating_sub(setup));
         }
         report(

@@ -859,3 +859,127 @@ fn retry_of_a_step_whose_input_cannot_be_copied_is_a_load_error() {
         "{errors}"
     );
 }
+
+#[test]
+fn built_in_operators_run_between_typed_steps_and_route_to_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("cdc.jsonl"),
+        concat!(
+            "{\"op\":\"c\",\"after\":{\"sensor\":\"hall\",\"celsius\":100,\"note\":\"x\"}}\n",
+            "{\"op\":\"d\",\"before\":{\"sensor\":\"gone\",\"celsius\":1}}\n",
+            "{\"op\":\"u\",\"after\":{\"sensor\":\"cellar\",\"celsius\":-5,\"note\":\"y\"}}\n",
+            "{\"op\":\"c\",\"after\":{\"sensor\":\"test-9\",\"celsius\":20,\"note\":\"z\"}}\n",
+            "{\"op\":\"c\",\"after\":{\"sensor\":\"hall\",\"celsius\":100,\"note\":\"again\"}}\n",
+        ),
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+flows:
+  readings:
+    source: {{ file: "{d}/cdc.jsonl" }}
+    steps:
+      - cdc_filter: {{ ops: [insert, update] }}
+      - cdc_unwrap
+      - filter: '!sensor.startsWith("test-")'
+      - dedupe: {{ key: 'sensor + ":" + string(celsius)', ttl: 1h }}
+      - remove: [note]
+      - yaml_to_fahrenheit
+      - set: {{ unit: {{ value: F }} }}
+      - route:
+          cases:
+            - {{ when: 'fahrenheit > 100.0', to: hot }}
+          default: cold
+    sinks:
+      - {{ file: "{d}/hot.jsonl", route: hot }}
+      - {{ file: "{d}/cold.jsonl", route: cold }}
+      - {{ file: "{d}/all.jsonl" }}
+"#
+    );
+    let plan = config::load_str(&yaml, "tools.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let (_, summary) = run(plan).pop().unwrap();
+    let summary = summary.expect("ran");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    assert_eq!(
+        read("hot.jsonl"),
+        "{\"fahrenheit\":212.0,\"sensor\":\"hall\",\"unit\":\"F\"}\n"
+    );
+    assert_eq!(
+        read("cold.jsonl"),
+        "{\"fahrenheit\":23.0,\"sensor\":\"cellar\",\"unit\":\"F\"}\n"
+    );
+    assert_eq!(read("all.jsonl").lines().count(), 2);
+    // The delete, the test sensor and the duplicate were filtered, each by its step.
+    let filtered: Vec<(&str, u64)> = summary.steps.iter().map(|s| (s.name, s.filtered)).collect();
+    assert_eq!(
+        &filtered[..4],
+        [
+            ("cdc_filter", 1),
+            ("cdc_unwrap", 0),
+            ("filter", 1),
+            ("dedupe", 1)
+        ],
+        "{summary}"
+    );
+    assert!(
+        summary.steps.iter().any(|s| s.name == "from_json")
+            && summary.steps.iter().any(|s| s.name == "to_json"),
+        "JSON bridges around the typed step: {summary}"
+    );
+}
+
+#[test]
+fn built_in_operator_mistakes_are_located() {
+    let yaml = r#"
+flows:
+  f:
+    source: { stdin: true }
+    steps:
+      - filter: 'level == '
+      - route: { cases: [{ when: 'true', to: a }] }
+      - set: { x: { expr: '1' } }
+    sinks:
+      - { stdout: true, route: b }
+  g:
+    source: { stdin: true }
+    steps:
+      - fliter: 'x'
+"#;
+    let errors = config::load_str(yaml, "t.yaml").unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("t.yaml:6:9: filter: "), "{text}");
+    assert!(
+        text.contains(
+            "t.yaml:7:9: `route` picks the sinks a message goes to, so it is the last step"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("t.yaml:14:9: unknown step `fliter`")
+            && text.contains("did you mean `filter`?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn route_targets_and_sinks_must_match() {
+    let yaml = r#"
+flows:
+  f:
+    source: { stdin: true }
+    steps:
+      - route: { cases: [{ when: 'true', to: a }], default: b }
+    sinks:
+      - { stdout: true, route: a }
+      - { stdout: true, route: c }
+"#;
+    let errors = config::load_str(yaml, "r.yaml").unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("r.yaml:9:9: no case of the flow's `route` step sends messages to `c`; its targets are `a`, `b`"), "{text}");
+    assert!(
+        text.contains("r.yaml:6:9: `route` sends messages to `b`, but no sink has `route: b`"),
+        "{text}"
+    );
+}

@@ -36,9 +36,10 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
 
-use crate::dynamic::{BoundaryError, DynFlow, DynFlowBuilder, Node};
+use crate::dynamic::{BoundaryError, DynFlow, DynFlowBuilder, Node, RouteNode, ToolNode};
 use crate::policy::PolicySet;
 use crate::registry::{self, TypeCodec};
+use crate::toolbox::{TOOL_NAMES, Tool, ToolSpec};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{FlowFile, FlowSpec, SinkSpec, SourceSpec, StepSpec, schema_json};
@@ -110,6 +111,9 @@ pub struct PlannedFlow {
     pub source: SourcePlan,
     /// Where its outputs go.
     pub sinks: Vec<SinkPlan>,
+    /// For each sink, the route target whose messages it takes (`None`:
+    /// every message).
+    pub routes: Vec<Option<u16>>,
     /// The dead-letter file, if any.
     pub dead_letter: Option<PathBuf>,
     /// Parallel workers.
@@ -289,12 +293,56 @@ pub(crate) fn build_chain(
     mocks: &Mocks,
     origin: &str,
     errors: &mut ConfigErrors,
-) -> (DynFlowBuilder, bool) {
+) -> (DynFlowBuilder, bool, Option<Vec<String>>) {
     let at = |loc: Location, message: String| ConfigError::new(origin, loc, message);
     let mut builder = DynFlowBuilder::new(name);
     let mut chain_ok = true;
+    let mut route_targets = None;
     for step in steps {
         let loc = step.referenced;
+        // A built-in operator: `- filter: '...'`, or `- cdc_unwrap` alone.
+        let tool_args = match &step.value {
+            StepSpec::WithArgs(map) if map.len() == 1 => map
+                .iter()
+                .next()
+                .filter(|(key, _)| TOOL_NAMES.contains(&key.as_str()))
+                .map(|(key, args)| (key.clone(), args.clone())),
+            StepSpec::Function(name)
+                if TOOL_NAMES.contains(&name.as_str()) && resolve_step(name).is_err() =>
+            {
+                Some((name.clone(), serde_json::Value::Null))
+            }
+            _ => None,
+        };
+        if let Some((tool, args)) = tool_args {
+            let is_last = std::ptr::eq(step, steps.last().unwrap_or(step));
+            match build_tool(&tool, args, is_last) {
+                Ok(Built::Route(node)) if !chain_ok => route_targets = Some(node.targets()),
+                Ok(Built::Tool(_)) if !chain_ok => {}
+                Ok(Built::Tool(node)) => {
+                    if let Err(e) = builder.step(
+                        Node::Owned(Box::new(node)),
+                        TypeCodec::json(),
+                        TypeCodec::json(),
+                    ) {
+                        errors.push(at(loc, describe_chain(&e)));
+                        chain_ok = false;
+                    }
+                }
+                Ok(Built::Route(node)) => {
+                    route_targets = Some(node.targets());
+                    if let Err(e) = builder.route(node) {
+                        errors.push(at(loc, describe_chain(&e)));
+                        chain_ok = false;
+                    }
+                }
+                Err(message) => {
+                    errors.push(at(loc, message));
+                    chain_ok = false;
+                }
+            }
+            continue;
+        }
         let resolved = match &step.value {
             StepSpec::Function(step_name) => match resolve_step(step_name) {
                 Ok(r) => r,
@@ -311,16 +359,17 @@ pub(crate) fn build_chain(
                         "`{key}` is a registered step and takes no arguments: write it as `- {key}`"
                     ),
                     [key] => format!(
-                        "unknown step `{key}`: a step is the name of a registered function or flow{}",
+                        "unknown step `{key}`: a step is a registered function or flow, or a built-in operator ({}){}",
+                        TOOL_NAMES.join(", "),
                         match registry::did_you_mean(&registry::closest(
                             key,
-                            step_names().into_iter()
+                            step_names().into_iter().chain(TOOL_NAMES)
                         )) {
                             Some(q) => format!("; {q}"),
-                            None => " (run `syncflow functions` to list them)".to_string(),
+                            None => String::new(),
                         }
                     ),
-                    _ => "a step is written as one name (`- parse`) or a one-key map (`- name: arguments`)".to_string(),
+                    _ => "a step is written as one name (`- parse`) or a one-key map (`- filter: <condition>`)".to_string(),
                 };
                 errors.push(at(loc, message));
                 chain_ok = false;
@@ -372,7 +421,80 @@ pub(crate) fn build_chain(
         }
     }
 
-    (builder, chain_ok)
+    (builder, chain_ok, route_targets)
+}
+
+/// The route target of each sink (`route:` keys), checked against the
+/// targets of the flow's `route` step.
+fn check_routes(
+    spec: &FlowSpec,
+    targets: Option<&[String]>,
+    origin: &str,
+    errors: &mut ConfigErrors,
+) -> Vec<Option<u16>> {
+    let mut routes = Vec::new();
+    for sink in &spec.sinks {
+        let at = |message: String| ConfigError::new(origin, sink.referenced, message);
+        let Some(name) = &sink.value.route else {
+            routes.push(None);
+            continue;
+        };
+        match targets {
+            None => errors.push(at(format!(
+                "this sink takes the messages routed to `{name}`, but the flow does not end with a `route` step"
+            ))),
+            Some(targets) => match targets.iter().position(|t| t == name) {
+                Some(i) => routes.push(u16::try_from(i).ok()),
+                None => errors.push(at(format!(
+                    "no case of the flow's `route` step sends messages to `{name}`; its targets are {}",
+                    targets.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+                ))),
+            },
+        }
+    }
+    if let Some(targets) = targets {
+        for target in targets {
+            let served = spec
+                .sinks
+                .iter()
+                .any(|s| s.value.route.as_ref() == Some(target));
+            if !served {
+                let loc = spec
+                    .steps
+                    .last()
+                    .map_or(Location::UNKNOWN, |s| s.referenced);
+                errors.push(ConfigError::new(
+                    origin,
+                    loc,
+                    format!(
+                        "`route` sends messages to `{target}`, but no sink has `route: {target}`: add one (messages for it would be lost)"
+                    ),
+                ));
+            }
+        }
+    }
+    routes
+}
+
+/// A built-in operator, built from its step's arguments.
+enum Built {
+    Tool(ToolNode),
+    Route(RouteNode),
+}
+
+fn build_tool(name: &str, args: serde_json::Value, is_last: bool) -> Result<Built, String> {
+    let mut map = serde_json::Map::new();
+    map.insert(name.to_string(), args);
+    let spec: ToolSpec = serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| format!("{name}: {e}"))?;
+    let tool = Tool::build(spec).map_err(|e| e.to_string())?;
+    match tool {
+        Tool::Route(route) if is_last => Ok(Built::Route(RouteNode::new(route))),
+        Tool::Route(_) => Err(
+            "`route` picks the sinks a message goes to, so it is the last step of a flow: move it to the end (or split the flow with `save:` / `load:`)".to_string(),
+        ),
+        tool => Ok(Built::Tool(ToolNode::new(tool))),
+    }
 }
 
 fn check_flow(
@@ -392,7 +514,7 @@ fn check_flow(
     }
 
     // Steps, each against the one before.
-    let (builder, chain_ok) =
+    let (builder, chain_ok, route_targets) =
         build_chain(name, &spec.steps, policies, &Mocks::new(), origin, errors);
 
     // Source.
@@ -402,6 +524,7 @@ fn check_flow(
         .iter()
         .filter_map(|s| check_sink(s, origin, errors))
         .collect();
+    let routes = check_routes(&spec, route_targets.as_deref(), origin, errors);
     let dead_letter = spec.dead_letter.as_ref().and_then(|d| {
         env::interpolate(&d.value)
             .map(PathBuf::from)
@@ -443,6 +566,7 @@ fn check_flow(
         return None;
     }
     Some(PlannedFlow {
+        routes,
         name: name.to_string(),
         flow: flow?,
         source: source?,

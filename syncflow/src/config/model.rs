@@ -131,6 +131,9 @@ pub struct SinkSpec {
     /// Append to a Save/Load channel (durable before the source's position
     /// is committed); other flows `load` it.
     pub save: Option<String>,
+    /// Take only the messages the flow's last step, `route`, sends to this
+    /// target (without it, a sink takes every message).
+    pub route: Option<String>,
 }
 
 /// The JSON Schema of flow files, pretty-printed.

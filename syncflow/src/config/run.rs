@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{ChannelsPlan, Plan, PlannedFlow, SinkPlan, SourcePlan};
 use crate::channel::{ChannelStore, LoadOptions, LoadSource, SaveSink};
+use crate::connector::Sink;
 use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
-use crate::dynamic::DynFlow;
+use crate::dynamic::{DynFlow, JsonOut};
 use crate::flow::Flow;
 use crate::runtime::{RunError, RunSummary, Runtime, Shutdown};
+use serde_json::value::RawValue;
 
 impl Plan {
     /// The names of the flows.
@@ -166,6 +168,7 @@ impl PlannedFlow {
             store: channels.store.clone(),
             shutdown: shutdown.clone(),
             sinks: self.sinks,
+            routes: self.routes,
             dead_letter: self.dead_letter,
             workers: self.workers,
             batch_size: self.batch_size,
@@ -224,6 +227,7 @@ impl PlannedFlow {
 struct Options {
     store: Option<ChannelStore>,
     sinks: Vec<SinkPlan>,
+    routes: Vec<Option<u16>>,
     dead_letter: Option<PathBuf>,
     workers: usize,
     batch_size: usize,
@@ -238,13 +242,14 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
     let Options {
         store,
         sinks,
+        routes,
         dead_letter,
         workers,
         batch_size,
         shutdown,
         signals,
     } = options;
-    for sink in sinks {
+    for (sink, route) in sinks.into_iter().zip(routes) {
         rt = match sink {
             SinkPlan::File {
                 path,
@@ -260,9 +265,9 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
                     name: path.display().to_string(),
                     error,
                 })?;
-                rt.sink(sink.fsync(fsync))
+                add_sink(rt, sink.fsync(fsync), route)
             }
-            SinkPlan::Stdout => rt.sink(StdoutSink::new()),
+            SinkPlan::Stdout => add_sink(rt, StdoutSink::new(), route),
             SinkPlan::Save { channel } => {
                 let name = format!("save:{channel}");
                 let sink_error = |error: crate::connector::ConnectorError| RunError::Sink {
@@ -274,7 +279,8 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
                         "channels are opened by `Plan::run`: run the whole plan".into(),
                     ))
                 })?;
-                rt.sink(SaveSink::open(store, &channel).map_err(|e| sink_error(e.into()))?)
+                let sink = SaveSink::open(store, &channel).map_err(|e| sink_error(e.into()))?;
+                add_sink(rt, sink, route)
             }
         };
     }
@@ -287,4 +293,50 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
         .with_shutdown(shutdown)
         .run()
         .await
+}
+
+/// Adds a sink, behind a filter when it takes only one route target.
+fn add_sink<S, K>(
+    rt: Runtime<DynFlow, crate::monitor::Metrics, S>,
+    sink: K,
+    route: Option<u16>,
+) -> Runtime<DynFlow, crate::monitor::Metrics, S>
+where
+    K: Sink<JsonOut> + for<'a> Sink<&'a RawValue>,
+{
+    match route {
+        None => rt.sink(sink),
+        Some(route) => rt.sink(RouteFilter { inner: sink, route }),
+    }
+}
+
+/// A sink that takes only the messages `route` sent to one target.
+struct RouteFilter<K> {
+    inner: K,
+    route: u16,
+}
+
+impl<K> Sink<JsonOut> for RouteFilter<K>
+where
+    K: for<'a> Sink<&'a RawValue>,
+{
+    fn name(&self) -> String {
+        Sink::<&RawValue>::name(&self.inner)
+    }
+
+    async fn write(&mut self, items: &[JsonOut]) -> Result<(), crate::connector::ConnectorError> {
+        let picked: Vec<&RawValue> = items
+            .iter()
+            .filter(|out| out.route == Some(self.route))
+            .map(|out| &*out.json)
+            .collect();
+        if picked.is_empty() {
+            return Ok(());
+        }
+        self.inner.write(&picked).await
+    }
+
+    async fn flush(&mut self) -> Result<(), crate::connector::ConnectorError> {
+        Sink::<&RawValue>::flush(&mut self.inner).await
+    }
 }

@@ -402,7 +402,7 @@ fn build_test(
         )));
     }
     let name = format!("test: {}", t.name);
-    let (builder, complete) = build_chain(&name, steps, policies, &mocks, origin, errors);
+    let (builder, complete, _) = build_chain(&name, steps, policies, &mocks, origin, errors);
     if !complete || errors.len() > before {
         return None;
     }
@@ -452,7 +452,7 @@ async fn run_one(t: &TestSpec, line: u64, flow: DynFlow, resources: &Resources) 
     let outputs: Vec<Value> = collected
         .outputs
         .iter()
-        .map(|raw: &JsonOut| serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+        .map(|out: &JsonOut| serde_json::from_str(out.json.get()).unwrap_or(Value::Null))
         .collect();
     if let Some(expected) = &t.expect {
         compare_outputs(expected, &outputs, &mut problems);

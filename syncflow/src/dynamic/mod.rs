@@ -25,13 +25,16 @@ use crate::flow::{Emit, FlowDef, StepFailure};
 use crate::function::{Shape, StepInfo};
 use crate::monitor::{Metrics, Monitor, NoMonitor, StepRef};
 use crate::registry::{
-    AsyncCall, BoxedSlot, DecodeFn, EncodeFn, ErasedError, ErasedStep, TypeCodec,
+    AsyncCall, BoxedSlot, DecodeFn, EncodeFn, ErasedError, ErasedStep, TypeCodec, take,
 };
 use crate::runtime::Shutdown;
 
 mod bridge;
 mod nested;
 mod policy;
+mod tool;
+
+pub use tool::{RouteNode, Routed, ToolNode};
 
 pub use policy::{Applied, NotCloneable, StepPolicyStats, snapshot as policy_snapshot};
 
@@ -128,6 +131,7 @@ pub enum ChainError {
 /// Builds a [`DynFlow`] step by step, checking each step against the last.
 pub struct DynFlowBuilder {
     name: &'static str,
+    routed: bool,
     nodes: Vec<Typed>,
     /// Index in the chain the user wrote (conversions are not counted).
     written: usize,
@@ -138,6 +142,7 @@ impl DynFlowBuilder {
     /// its input on unchanged).
     pub fn new(name: &str) -> Self {
         DynFlowBuilder {
+            routed: false,
             name: intern(name),
             nodes: Vec::new(),
             written: 0,
@@ -221,6 +226,18 @@ impl DynFlowBuilder {
         self
     }
 
+    /// Ends the flow with `route`: its outputs carry the target the route
+    /// chose (see [`JsonOut::route`]). Nothing can follow it.
+    pub fn route(&mut self, node: RouteNode) -> Result<&mut Self, ChainError> {
+        self.step(
+            Node::Owned(Box::new(node)),
+            TypeCodec::json(),
+            tool::routed_codec(),
+        )?;
+        self.routed = true;
+        Ok(self)
+    }
+
     /// The input type of the last step added.
     pub fn last_input(&self) -> Option<TypeCodec> {
         self.nodes.last().map(|t| t.input)
@@ -262,10 +279,24 @@ impl DynFlowBuilder {
             step: first.unwrap_or("").to_string(),
             ty: input.name.to_string(),
         })?;
-        let encode = output.encode.ok_or_else(|| BoundaryError::CannotWrite {
-            step: last.unwrap_or("").to_string(),
-            ty: output.name.to_string(),
-        })?;
+        let encode = match output.encode {
+            Some(encode) => encode,
+            // A routed message is written by `finish` itself.
+            None if self.routed => {
+                TypeCodec::json()
+                    .encode
+                    .ok_or_else(|| BoundaryError::CannotWrite {
+                        step: last.unwrap_or("").to_string(),
+                        ty: output.name.to_string(),
+                    })?
+            }
+            None => {
+                return Err(BoundaryError::CannotWrite {
+                    step: last.unwrap_or("").to_string(),
+                    ty: output.name.to_string(),
+                });
+            }
+        };
         let infos: Vec<&'static StepInfo> =
             self.nodes.iter().map(|t| t.node.get().info()).collect();
         let sync =
@@ -277,6 +308,7 @@ impl DynFlowBuilder {
             .filter_map(|t| Some((t.node.get().info().name, t.policy.as_ref()?.stats())))
             .collect();
         Ok(DynFlow {
+            routed: self.routed,
             name: self.name,
             infos: intern_steps(infos),
             on_error,
@@ -321,6 +353,8 @@ pub enum BoundaryError {
 /// A flow assembled at run time. Runs like a `flow!` flow: see the module docs.
 pub struct DynFlow {
     name: &'static str,
+    /// Whether the last step is `route`.
+    routed: bool,
     nodes: Vec<Node>,
     on_error: Vec<OnFailure>,
     /// Triggered by a step whose `on_error` is [`OnFailure::Stop`].
@@ -347,8 +381,21 @@ impl std::fmt::Debug for DynFlow {
     }
 }
 
-/// The output of a [`DynFlow`]: one message as JSON text.
-pub type JsonOut = Box<RawValue>;
+/// The output of a [`DynFlow`]: one message as JSON text, and where a
+/// `route` step sent it.
+#[derive(Debug, Clone)]
+pub struct JsonOut {
+    /// The message.
+    pub json: Box<RawValue>,
+    /// The index of the route target, when the flow ends with `route`.
+    pub route: Option<u16>,
+}
+
+impl serde::Serialize for JsonOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(s)
+    }
+}
 
 /// Description of the pseudo-step that writes a flow's output as JSON
 /// (named in dead letters when that fails).
@@ -413,7 +460,22 @@ impl DynFlow {
 
     #[inline]
     fn finish<E: Emit<JsonOut>>(&self, slot: &mut dyn Any, out: &mut E) {
-        match (self.encode)(slot) {
+        let encoded = if self.routed {
+            match take::<Routed>(slot) {
+                Some(routed) => serde_json::value::to_raw_value(&routed.value)
+                    .map(|json| JsonOut {
+                        json,
+                        route: Some(routed.target),
+                    })
+                    .map_err(crate::registry::CodecError::from),
+                None => Err(crate::registry::CodecError::Slot {
+                    expected: "a routed message",
+                }),
+            }
+        } else {
+            (self.encode)(slot).map(|json| JsonOut { json, route: None })
+        };
+        match encoded {
             Ok(json) => out.emit(json),
             Err(e) => out.fail(StepFailure {
                 step: StepRef {

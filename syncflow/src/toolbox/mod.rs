@@ -288,6 +288,32 @@ impl Tool {
         }
     }
 
+    /// Whether the operator keeps state between messages (`dedupe`): it
+    /// then needs `&mut` access ([`Tool::apply`]); the others can be applied
+    /// through a shared reference ([`Tool::apply_stateless`]).
+    pub fn is_stateful(&self) -> bool {
+        matches!(self, Tool::Dedupe(_))
+    }
+
+    /// Applies a stateless operator through a shared reference, so that
+    /// several workers can use one instance. A stateful operator
+    /// ([`Tool::is_stateful`]) hands the message back untouched as `Err`.
+    pub fn apply_stateless(&self, message: Value) -> Result<Result<ToolOutcome, ToolError>, Value> {
+        Ok(match self {
+            Tool::Filter(t) => t.apply(message),
+            Tool::Map(t) => t.apply(message),
+            Tool::Set(t) => t.apply(message),
+            Tool::Rename(t) => t.apply(message),
+            Tool::Remove(t) => t.apply(message),
+            Tool::Route(t) => t.apply(message),
+            Tool::Dedupe(_) => return Err(message),
+            Tool::JsonDecode(t) => t.apply(message),
+            Tool::JsonEncode(t) => t.apply(message),
+            Tool::CdcFilter(t) => t.apply(message),
+            Tool::CdcUnwrap(t) => t.apply(message),
+        })
+    }
+
     /// Applies the operator to one message. `now_ms` is the current time in
     /// milliseconds from any fixed origin; only `dedupe` reads it.
     pub fn apply(&mut self, message: Value, now_ms: u64) -> Result<ToolOutcome, ToolError> {
