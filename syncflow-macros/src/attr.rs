@@ -6,16 +6,39 @@ use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
 
 use crate::ctxt::Ctxt;
 
-/// Parsed `#[sync_function(name = "...", crate = path)]`.
+/// Parsed `#[sync_function(name = "...", crate = path, retry = 3, ...)]`.
 #[derive(Default)]
 pub struct Args {
     /// `name = "..."`: the registered name.
     pub name: Option<LitStr>,
     /// `crate = path`: where `syncflow` is, when it cannot be found.
     pub krate: Option<syn::Path>,
+    /// Default policies of the function (flow files may override them).
+    pub policy: PolicyArgs,
 }
 
-const KNOWN: &str = "`name = \"...\"` or `crate = path`";
+/// `retry = 3, timeout = "2s", concurrency = 8, rate_limit = "100/s",
+/// on_error = "drop"`: defaults for flow files, checked fully when a flow
+/// file is loaded (the same rules as the `policies:` section).
+#[derive(Default)]
+pub struct PolicyArgs {
+    pub retry: Option<syn::LitInt>,
+    pub timeout: Option<LitStr>,
+    pub concurrency: Option<syn::LitInt>,
+    pub rate_limit: Option<LitStr>,
+    pub on_error: Option<LitStr>,
+}
+
+const KNOWN: &str = "`name = \"...\"`, `crate = path`, and default policies `retry = 3`, `timeout = \"2s\"`, `concurrency = 8`, `rate_limit = \"100/s\"`, `on_error = \"drop\"`";
+const KEYS: [&str; 7] = [
+    "name",
+    "crate",
+    "retry",
+    "timeout",
+    "concurrency",
+    "rate_limit",
+    "on_error",
+];
 
 struct RawArgs(Punctuated<Meta, Token![,]>);
 
@@ -97,10 +120,84 @@ impl Args {
                             .error_spanned_by(other, "`crate` takes a path: `crate = my_syncflow`"),
                     }
                 }
+                "retry" | "concurrency" => {
+                    let slot = if key == "retry" {
+                        &mut args.policy.retry
+                    } else {
+                        &mut args.policy.concurrency
+                    };
+                    if slot.is_some() {
+                        cx.error_spanned_by(
+                            &nv.path,
+                            format!("duplicate `{key}` argument: give it once"),
+                        );
+                        continue;
+                    }
+                    match &nv.value {
+                        Expr::Lit(ExprLit {
+                            lit: Lit::Int(n), ..
+                        }) if n.base10_parse::<u32>().is_ok_and(|v| v >= 1) => *slot = Some(n.clone()),
+                        other => cx.error_spanned_by(
+                            other,
+                            if key == "retry" {
+                                "`retry` takes the number of attempts in all, at least 1: `retry = 3`"
+                            } else {
+                                "`concurrency` takes the most calls in progress at once, at least 1: `concurrency = 8`"
+                            },
+                        ),
+                    }
+                }
+                "timeout" | "rate_limit" | "on_error" => {
+                    let slot = match key.as_str() {
+                        "timeout" => &mut args.policy.timeout,
+                        "rate_limit" => &mut args.policy.rate_limit,
+                        _ => &mut args.policy.on_error,
+                    };
+                    if slot.is_some() {
+                        cx.error_spanned_by(
+                            &nv.path,
+                            format!("duplicate `{key}` argument: give it once"),
+                        );
+                        continue;
+                    }
+                    let example = match key.as_str() {
+                        "timeout" => "`timeout = \"2s\"` (ms, s, m, h)",
+                        "rate_limit" => "`rate_limit = \"100/s\"` (per s, min or h)",
+                        _ => "`on_error = \"drop\"` (`dead_letter`, `drop`, `skip` or `stop`)",
+                    };
+                    match &nv.value {
+                        Expr::Lit(ExprLit {
+                            lit: Lit::Str(s), ..
+                        }) => {
+                            let v = s.value();
+                            let ok = match key.as_str() {
+                                "on_error" => {
+                                    ["dead_letter", "drop", "skip", "stop"].contains(&v.as_str())
+                                }
+                                "timeout" => {
+                                    v.chars().next().is_some_and(|c| c.is_ascii_digit())
+                                        && v.chars().any(|c| c.is_ascii_alphabetic())
+                                }
+                                _ => v.contains('/'),
+                            };
+                            if ok {
+                                *slot = Some(s.clone());
+                            } else {
+                                cx.error_spanned_by(
+                                    s,
+                                    format!("`{key}` cannot be `{v}`: write {example}"),
+                                );
+                            }
+                        }
+                        other => {
+                            cx.error_spanned_by(other, format!("`{key}` takes a string: {example}"))
+                        }
+                    }
+                }
                 _ => {
                     let path = &nv.path;
                     let shown = quote::quote!(#path).to_string().replace(' ', "");
-                    let hint = match ["name", "crate"].into_iter().find(|k| near(&shown, k)) {
+                    let hint = match KEYS.into_iter().find(|k| near(&shown, k)) {
                         Some(k) => format!("did you mean `{k}`? "),
                         None => String::new(),
                     };

@@ -314,6 +314,26 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
         "The operator of the sync function [`{fn_name}`](fn@{fn_name}), registered as `{name}`."
     );
 
+    let some_lit = |lit: Option<&dyn quote::ToTokens>| match lit {
+        Some(l) => quote!(::core::option::Option::Some(#l)),
+        None => quote!(::core::option::Option::None),
+    };
+    let policy = &args.policy;
+    let retry = some_lit(policy.retry.as_ref().map(|l| l as &dyn quote::ToTokens));
+    let concurrency = some_lit(
+        policy
+            .concurrency
+            .as_ref()
+            .map(|l| l as &dyn quote::ToTokens),
+    );
+    let timeout = some_lit(policy.timeout.as_ref().map(|l| l as &dyn quote::ToTokens));
+    let rate_limit = some_lit(
+        policy
+            .rate_limit
+            .as_ref()
+            .map(|l| l as &dyn quote::ToTokens),
+    );
+    let on_error = some_lit(policy.on_error.as_ref().map(|l| l as &dyn quote::ToTokens));
     let in_codec = syn::Ident::new("__syncflow_input_codec", Span::mixed_site());
     let out_codec = syn::Ident::new("__syncflow_output_codec", Span::mixed_site());
     // Autoref specialisation picks a codec when the type has the serde trait.
@@ -387,6 +407,13 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                     step: &#p::Adapter(#ident {}),
                     input: #in_codec,
                     output: #out_codec,
+                    policy: &#p::AttrPolicy {
+                        retry: #retry,
+                        timeout: #timeout,
+                        concurrency: #concurrency,
+                        rate_limit: #rate_limit,
+                        on_error: #on_error,
+                    },
                 }
             }
         };

@@ -102,7 +102,7 @@ pub mod __private {
     pub use crate::flow::{Emit, Flow, FlowDef, StepFailure};
     pub use crate::function::{Failure, FlowInput, Never, Operator, Shape, Step, StepInfo};
     pub use crate::monitor::{Monitor, StepRef};
-    pub use crate::registry::{Adapter, Registration, TypeCodec, probe};
+    pub use crate::registry::{Adapter, AttrPolicy, Registration, TypeCodec, probe};
     pub use inventory;
     pub use std::string::String;
     pub use std::vec::Vec;

@@ -983,3 +983,35 @@ flows:
         "{text}"
     );
 }
+
+/// Like `yaml_flaky`, with its retry policy in the attribute.
+#[sync_function(retry = 3, on_error = "drop")]
+pub fn yaml_flaky_attr(r: Reading) -> Result<Reading, String> {
+    yaml_flaky(r)
+}
+
+#[test]
+fn attribute_policies_are_defaults_that_flow_files_override() {
+    let lines = "{\"sensor\":\"a1\",\"celsius\":1}\n";
+    // The attribute alone: three attempts, enough.
+    let (summary, out, _) = run_policy_flow("[yaml_flaky_attr]", "  {}\n", lines);
+    assert_eq!(
+        (summary.output, summary.policies[0].1.retries),
+        (1, 2),
+        "{out}"
+    );
+
+    // The file says one attempt, and dead letters instead of drops.
+    let lines = "{\"sensor\":\"a2\",\"celsius\":1}\n";
+    let (summary, _, dead) = run_policy_flow(
+        "[yaml_flaky_attr]",
+        "  yaml_flaky_attr: { retry: 1, on_error: dead_letter }\n",
+        lines,
+    );
+    assert_eq!((summary.output, summary.failed), (0, 1));
+    assert!(dead.contains("a2 is flaky (call 1)"), "{dead}");
+    assert!(
+        summary.policies.is_empty(),
+        "one attempt: no retry policy at run time"
+    );
+}

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 
 use crate::dynamic::{BoundaryError, DynFlow, DynFlowBuilder, Node, RouteNode, ToolNode};
-use crate::policy::PolicySet;
+use crate::policy::{Policy, PolicySet};
 use crate::registry::{self, TypeCodec};
 use crate::toolbox::{TOOL_NAMES, Tool, ToolSpec};
 
@@ -380,16 +380,36 @@ pub(crate) fn build_chain(
             // After an unknown step the types of what follows are unknown.
             continue;
         }
-        let (step_name, node, input, output) = match resolved {
-            Resolved::Function(r) => (
-                r.info.name,
-                Node::Registered(r.step),
-                (r.input)(),
-                (r.output)(),
-            ),
-            Resolved::Flow(name, parts) => {
-                (name, Node::Owned(parts.step), parts.input, parts.output)
+        let (step_name, node, input, output, attribute) = match resolved {
+            Resolved::Function(r) => {
+                let attribute = match r.policy.to_policy() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errors.push(at(
+                            loc,
+                            format!(
+                                "the #[sync_function] attribute of `{}` ({}:{}) has invalid policies: {e}",
+                                r.info.name, r.info.file, r.info.line
+                            ),
+                        ));
+                        Policy::default()
+                    }
+                };
+                (
+                    r.info.name,
+                    Node::Registered(r.step),
+                    (r.input)(),
+                    (r.output)(),
+                    attribute,
+                )
             }
+            Resolved::Flow(name, parts) => (
+                name,
+                Node::Owned(parts.step),
+                parts.input,
+                parts.output,
+                Policy::default(),
+            ),
         };
         let node = match mocks.get(step_name) {
             Some(mock) => match mock.node(node.info(), input, output) {
@@ -410,6 +430,7 @@ pub(crate) fn build_chain(
         }
         let (on_error, applied) = step_policy(
             step_name,
+            &attribute,
             &input,
             policies,
             &|message| at(loc, message),

@@ -45,12 +45,13 @@ pub(super) fn check_policies(
 /// apply to YAML flows is an error rather than a setting silently ignored.
 pub(super) fn step_policy(
     function: &str,
+    attribute: &Policy,
     input: &TypeCodec,
     policies: &PolicySet,
     at: &dyn Fn(String) -> ConfigError,
     errors: &mut ConfigErrors,
 ) -> (OnFailure, Option<Applied>) {
-    let policy: Policy = policies.resolve(function, &Policy::default());
+    let policy: Policy = policies.resolve(function, attribute);
     if policy.batch.is_some() {
         errors.push(at(format!(
             "policy `batch` of `{function}` is not applied to YAML flows by this version of syncflow (no step takes batches yet); remove it (it would be ignored)"

@@ -29,6 +29,60 @@ pub struct Registration {
     pub input: fn() -> TypeCodec,
     /// How the type of the messages it emits is written as JSON, if it can be.
     pub output: fn() -> TypeCodec,
+    /// Default policies given in the attribute (`#[sync_function(retry = 3)]`).
+    pub policy: &'static AttrPolicy,
+}
+
+/// Default policies of a function, as written in its attribute
+/// (`#[sync_function(retry = 3, timeout = "2s", on_error = "drop")]`).
+/// Flow files apply them under their own `policies:`; they are read by the
+/// same rules when a flow file is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttrPolicy {
+    /// `retry = N`: attempts in all.
+    pub retry: Option<u32>,
+    /// `timeout = "2s"`.
+    pub timeout: Option<&'static str>,
+    /// `concurrency = N`.
+    pub concurrency: Option<u32>,
+    /// `rate_limit = "100/s"`.
+    pub rate_limit: Option<&'static str>,
+    /// `on_error = "drop"`.
+    pub on_error: Option<&'static str>,
+}
+
+impl AttrPolicy {
+    /// As a policy; an error says what the attribute got wrong.
+    pub fn to_policy(&self) -> Result<crate::policy::Policy, String> {
+        let mut map = serde_json::Map::new();
+        if let Some(n) = self.retry {
+            map.insert("retry".into(), n.into());
+        }
+        if let Some(t) = self.timeout {
+            map.insert("timeout".into(), t.into());
+        }
+        if let Some(n) = self.concurrency {
+            map.insert("concurrency".into(), n.into());
+        }
+        if let Some(r) = self.rate_limit {
+            map.insert("rate_limit".into(), r.into());
+        }
+        if let Some(e) = self.on_error {
+            map.insert("on_error".into(), e.into());
+        }
+        let policy: crate::policy::Policy =
+            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
+        let problems = policy.problems("attribute");
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "))
+        }
+    }
 }
 
 impl std::fmt::Debug for Registration {
@@ -38,6 +92,7 @@ impl std::fmt::Debug for Registration {
             .field("module", &self.info.module)
             .field("input", &(self.input)())
             .field("output", &(self.output)())
+            .field("policy", self.policy)
             .finish()
     }
 }
