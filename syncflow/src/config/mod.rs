@@ -41,6 +41,7 @@ use crate::registry::{self, TypeCodec};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{FlowFile, FlowSpec, SinkSpec, SourceSpec, StepSpec, schema_json};
+pub(crate) use run::open_store;
 
 /// A checked flow file, ready to run.
 #[derive(Debug)]

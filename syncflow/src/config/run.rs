@@ -10,7 +10,7 @@ use crate::channel::{ChannelStore, LoadOptions, LoadSource, SaveSink};
 use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
 use crate::dynamic::DynFlow;
 use crate::flow::Flow;
-use crate::runtime::{RunError, RunSummary, Runtime, Shutdown};
+use crate::runtime::{Progress, RunError, RunSummary, Runtime, Shutdown};
 
 impl Plan {
     /// The names of the flows.
@@ -62,6 +62,7 @@ impl Plan {
                     SourcePlan::Load { channel, .. } => savers.get(channel).map(|s| s.1.clone()),
                     _ => None,
                 },
+                progress: None,
             };
             let saves: Vec<(Arc<AtomicUsize>, Shutdown)> = planned
                 .sinks
@@ -102,7 +103,7 @@ impl Plan {
 }
 
 /// Opens the channel store and applies the file's retention settings.
-fn open_store(plan: &ChannelsPlan) -> Result<ChannelStore, StoreError> {
+pub(crate) fn open_store(plan: &ChannelsPlan) -> Result<ChannelStore, StoreError> {
     if let Some(dir) = plan.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError(format!(
@@ -121,7 +122,7 @@ fn open_store(plan: &ChannelsPlan) -> Result<ChannelStore, StoreError> {
 }
 
 /// The channel store could not be opened: every flow fails with it.
-struct StoreError(String);
+pub(crate) struct StoreError(pub(crate) String);
 
 impl StoreError {
     fn clone_for(&self, flow: &str) -> RunError {
@@ -140,6 +141,8 @@ struct Channels {
     store: Option<ChannelStore>,
     /// For a loading flow: triggered when the flows saving into its channel ended.
     writers_done: Option<Shutdown>,
+    /// Where the run publishes its live counters.
+    progress: Option<Progress>,
 }
 
 impl PlannedFlow {
@@ -148,6 +151,25 @@ impl PlannedFlow {
     /// loads channels is run through [`Plan::run`], which opens the store.
     pub async fn run(self, shutdown: Shutdown, signals: bool) -> Result<RunSummary, RunError> {
         self.run_with(shutdown, signals, Channels::default()).await
+    }
+
+    /// Runs this flow for the flow manager: channels from `store`, loaders
+    /// following their channel until `shutdown`, counters published
+    /// through `progress`, no signal handling.
+    pub(crate) async fn run_managed(
+        self,
+        shutdown: Shutdown,
+        store: Option<ChannelStore>,
+        resources: crate::context::Resources,
+        progress: Progress,
+    ) -> Result<RunSummary, RunError> {
+        let channels = Channels {
+            resources,
+            store,
+            writers_done: None,
+            progress: Some(progress),
+        };
+        self.run_with(shutdown, false, channels).await
     }
 
     async fn run_with(
@@ -170,6 +192,7 @@ impl PlannedFlow {
             workers: self.workers,
             batch_size: self.batch_size,
             signals,
+            progress: channels.progress.clone(),
         };
         let decode = self.flow.decoder();
         let mut def = self.flow;
@@ -223,6 +246,7 @@ struct Options {
     batch_size: usize,
     shutdown: Shutdown,
     signals: bool,
+    progress: Option<Progress>,
 }
 
 async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
@@ -237,6 +261,7 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
         batch_size,
         shutdown,
         signals,
+        progress,
     } = options;
     for sink in sinks {
         rt = match sink {
@@ -274,6 +299,9 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
     }
     if let Some(path) = dead_letter {
         rt = rt.dead_letter(path);
+    }
+    if let Some(progress) = &progress {
+        rt = rt.progress(progress);
     }
     rt.workers(workers)
         .batch_size(batch_size)
