@@ -27,13 +27,21 @@ pub struct Tagged {
 /// Tags a message as handled by version 1.
 #[sync_function]
 pub fn manage_v1(m: Msg) -> Tagged {
+    work();
     Tagged { id: m.id, v: 1 }
 }
 
 /// Tags a message as handled by version 2.
 #[sync_function]
 pub fn manage_v2(m: Msg) -> Tagged {
+    work();
     Tagged { id: m.id, v: 2 }
+}
+
+/// Some work per message, so that a flow has batches in flight when it is
+/// swapped (a swap that did not drain them would then lose or repeat some).
+fn work() {
+    std::thread::sleep(Duration::from_micros(40));
 }
 
 /// The store file and the sink file of one test.
@@ -181,6 +189,8 @@ async fn a_flow_replaced_twice_under_load_loses_and_repeats_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let statuses = manager.shutdown().await;
     let outputs = s.outputs();
+    let lines = std::fs::read_to_string(&s.sink).unwrap().lines().count();
+    assert_eq!(lines, outputs.len(), "the sink has broken lines");
     assert_exactly(&outputs, N);
 
     // Each version handled a contiguous run of messages: v1, then v2, then v1.
