@@ -303,7 +303,14 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn list(State(state): State<AppState>) -> Response {
-    axum::Json(json!({ "flows": state.manager.list() })).into_response()
+    #[derive(serde::Serialize)]
+    struct Flows {
+        flows: Vec<FlowStatus>,
+    }
+    axum::Json(Flows {
+        flows: state.manager.list(),
+    })
+    .into_response()
 }
 
 async fn get_flow(State(state): State<AppState>, Path(name): Path<String>) -> Response {
