@@ -152,37 +152,47 @@ async fn a_flow_replaced_twice_under_load_loses_and_repeats_nothing() {
 
     // The producer appends N messages in batches of 50, over a second or two.
     let store = s.store();
-    let producer = tokio::task::spawn_blocking(move || {
-        for chunk in 0..N / 50 {
-            produce(&store, chunk * 50..(chunk + 1) * 50, 50);
-            std::thread::sleep(Duration::from_millis(3));
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producer = tokio::task::spawn_blocking({
+        let produced = produced.clone();
+        move || {
+            for chunk in 0..N / 50 {
+                produce(&store, chunk * 50..(chunk + 1) * 50, 50);
+                produced.store((chunk + 1) * 50, std::sync::atomic::Ordering::Release);
+                std::thread::sleep(Duration::from_millis(3));
+            }
         }
     });
+    let produced_more_than = |n: u64| {
+        let produced = produced.clone();
+        move || produced.load(std::sync::atomic::Ordering::Acquire) > n
+    };
 
     // Two replacements while it produces: v2 (another step), then v1 again.
-    let sink = s.sink.clone();
-    wait_until("a third of the messages", Duration::from_secs(30), || {
-        read_outputs(&sink).len() as u64 > N / 3
-    })
+    wait_until(
+        "a third of the messages",
+        Duration::from_secs(30),
+        produced_more_than(N / 3),
+    )
     .await;
     let status = manager.replace("f", &s.body("manage_v2")).await.unwrap();
     assert_eq!((status.version, status.state), (2, FlowState::Running));
     wait_until(
         "two thirds of the messages",
         Duration::from_secs(30),
-        || read_outputs(&sink).len() as u64 > 2 * N / 3,
+        produced_more_than(2 * N / 3),
     )
     .await;
-    let status = manager.replace("f", &s.body("manage_v1")).await.unwrap();
-    assert_eq!(status.version, 3);
     assert!(
         !producer.is_finished(),
         "the producer ended before the second replacement: the test did not swap under load"
     );
+    let status = manager.replace("f", &s.body("manage_v1")).await.unwrap();
+    assert_eq!(status.version, 3);
     producer.await.unwrap();
 
     wait_until("every message", Duration::from_secs(60), || {
-        read_outputs(&sink).len() as u64 >= N
+        s.outputs().len() as u64 >= N
     })
     .await;
     // Nothing more arrives late.
@@ -373,6 +383,64 @@ async fn sources_without_a_position_cannot_be_swapped_or_paused() {
         outputs.iter().map(|t| (t.id, t.v)).collect::<Vec<_>>(),
         [(1, 1), (2, 2)]
     );
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_a_file_changes_only_the_flows_whose_definition_changed() {
+    let s = Setup::new();
+    let file = |policy: &str, comment: &str| {
+        format!(
+            "policies:\n  manage_v1: {{ on_error: {policy} }}\nchannels: {{ path: \"{}\" }}\nflows:\n  f:\n    source: {{ load: input }}\n    steps: [manage_v1]{comment}\n  g:\n    source: {{ load: input }}\n    steps: [manage_v2]\n",
+            s.store_path.display()
+        )
+    };
+    let manager = FlowManager::new();
+    let report = manager
+        .apply_file(&file("drop", ""), "flows.yaml")
+        .await
+        .unwrap();
+    assert_eq!(report.created, ["f", "g"]);
+    // A flow created on its own is not the file's: the file leaves it alone.
+    manager
+        .create("h", "source: { load: input }\nsteps: [manage_v2]\n")
+        .await
+        .unwrap();
+
+    // A comment changes no definition.
+    let report = manager
+        .apply_file(&file("drop", "  # the first flow"), "flows.yaml")
+        .await
+        .unwrap();
+    assert!(report.is_empty(), "{report}");
+    assert_eq!(report.unchanged, ["f", "g"]);
+    assert!(manager.get("f").unwrap().text.contains("# the first flow"));
+
+    // A policy of manage_v1 changes f only (g does not use manage_v1).
+    let report = manager
+        .apply_file(&file("stop", ""), "flows.yaml")
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.replaced, report.unchanged),
+        (vec!["f".to_string()], vec!["g".to_string()])
+    );
+    let versions: Vec<(String, u64)> = manager
+        .list()
+        .into_iter()
+        .map(|f| (f.name, f.version))
+        .collect();
+    assert_eq!(
+        versions,
+        [("f".into(), 2), ("g".into(), 1), ("h".into(), 1)]
+    );
+
+    // A file without g deletes g, keeps h.
+    let without_g = file("stop", "").split("  g:").next().unwrap().to_string();
+    let report = manager.apply_file(&without_g, "flows.yaml").await.unwrap();
+    assert_eq!(report.deleted, ["g"]);
+    let names: Vec<String> = manager.list().into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["f", "h"]);
     manager.shutdown().await;
 }
 
