@@ -303,6 +303,11 @@ impl Cli {
     }
 
     fn run(self, args: RunArgs, err: &mut dyn Write) -> Result<(), CliError> {
+        if args.watch || args.admin.is_some() || args.admin_token.is_some() {
+            return Err(CliError::Setup(
+                "--watch, --admin and --admin-token apply to flow files (`run flows.yaml`), not to flows compiled into this binary".to_string(),
+            ));
+        }
         let Some(index) = self.flows.iter().position(|f| f.name == args.flow) else {
             return Err(self.unknown_flow(&args.flow));
         };
@@ -561,6 +566,15 @@ struct RunArgs {
     /// Keep the input's checkpoint in this directory and resume from it
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// With a flow file: apply the file again whenever it changes, until Ctrl-C
+    #[arg(long)]
+    watch: bool,
+    /// With a flow file: serve the admin HTTP API on this address (loopback unless a token is set)
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+    /// Token the admin API requires (`Authorization: Bearer <token>`) [env: SYNCFLOW_ADMIN_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    admin_token: Option<String>,
 }
 
 fn test_file(
@@ -706,6 +720,9 @@ fn run_file(
             args.flow
         )));
     }
+    if args.watch || args.admin.is_some() || args.admin_token.is_some() {
+        return managed_file(args, resources, err);
+    }
     let plan = crate::config::load(&args.flow)
         .map_err(CliError::Config)?
         .with_resources(resources.clone());
@@ -741,6 +758,33 @@ fn run_file(
     } else {
         Err(CliError::Failed(failed.join("\n")))
     }
+}
+
+/// `run flows.yaml --watch` / `--admin`: the flows run by a flow manager.
+fn managed_file(
+    args: RunArgs,
+    resources: &crate::context::Resources,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    use crate::manage::serve::{ServeError, ServeOptions, run};
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(CliError::Setup(
+            "the syncflow CLI was called from inside an async runtime; call `Cli::main` from a plain \
+             (non-async) `fn main`, it starts its own runtime"
+                .to_string(),
+        ));
+    }
+    let options = ServeOptions {
+        file: PathBuf::from(&args.flow),
+        watch: args.watch,
+        admin: args.admin,
+        token: args.admin_token,
+    };
+    run(options, resources, err).map_err(|e| match e {
+        ServeError::Config(errors) => CliError::Config(errors),
+        ServeError::Setup(message) => CliError::Setup(message),
+        ServeError::Failed(message) => CliError::Failed(message),
+    })
 }
 
 fn list_functions(out: &mut dyn Write, json: bool) -> std::io::Result<()> {

@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod channel;
 pub mod cli;
 pub mod config;
@@ -35,6 +36,7 @@ pub mod context;
 pub mod dynamic;
 pub mod flow;
 pub mod function;
+pub mod manage;
 pub mod monitor;
 pub mod policy;
 pub mod registry;

@@ -43,6 +43,7 @@ use crate::toolbox::{TOOL_NAMES, Tool, ToolSpec};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{FlowFile, FlowSpec, SinkSpec, SourceSpec, StepSpec, schema_json};
+pub(crate) use run::open_store;
 
 /// A checked flow file, ready to run.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use crate::connector::Sink;
 use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
 use crate::dynamic::{DynFlow, JsonOut};
 use crate::flow::Flow;
-use crate::runtime::{RunError, RunSummary, Runtime, Shutdown};
+use crate::runtime::{Progress, RunError, RunSummary, Runtime, Shutdown};
 use serde_json::value::RawValue;
 
 impl Plan {
@@ -64,6 +64,7 @@ impl Plan {
                     SourcePlan::Load { channel, .. } => savers.get(channel).map(|s| s.1.clone()),
                     _ => None,
                 },
+                progress: None,
             };
             let saves: Vec<(Arc<AtomicUsize>, Shutdown)> = planned
                 .sinks
@@ -104,7 +105,7 @@ impl Plan {
 }
 
 /// Opens the channel store and applies the file's retention settings.
-fn open_store(plan: &ChannelsPlan) -> Result<ChannelStore, StoreError> {
+pub(crate) fn open_store(plan: &ChannelsPlan) -> Result<ChannelStore, StoreError> {
     if let Some(dir) = plan.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError(format!(
@@ -123,7 +124,7 @@ fn open_store(plan: &ChannelsPlan) -> Result<ChannelStore, StoreError> {
 }
 
 /// The channel store could not be opened: every flow fails with it.
-struct StoreError(String);
+pub(crate) struct StoreError(pub(crate) String);
 
 impl StoreError {
     fn clone_for(&self, flow: &str) -> RunError {
@@ -142,6 +143,8 @@ struct Channels {
     store: Option<ChannelStore>,
     /// For a loading flow: triggered when the flows saving into its channel ended.
     writers_done: Option<Shutdown>,
+    /// Where the run publishes its live counters.
+    progress: Option<Progress>,
 }
 
 impl PlannedFlow {
@@ -150,6 +153,25 @@ impl PlannedFlow {
     /// loads channels is run through [`Plan::run`], which opens the store.
     pub async fn run(self, shutdown: Shutdown, signals: bool) -> Result<RunSummary, RunError> {
         self.run_with(shutdown, signals, Channels::default()).await
+    }
+
+    /// Runs this flow for the flow manager: channels from `store`, loaders
+    /// following their channel until `shutdown`, counters published
+    /// through `progress`, no signal handling.
+    pub(crate) async fn run_managed(
+        self,
+        shutdown: Shutdown,
+        store: Option<ChannelStore>,
+        resources: crate::context::Resources,
+        progress: Progress,
+    ) -> Result<RunSummary, RunError> {
+        let channels = Channels {
+            resources,
+            store,
+            writers_done: None,
+            progress: Some(progress),
+        };
+        self.run_with(shutdown, false, channels).await
     }
 
     async fn run_with(
@@ -173,6 +195,7 @@ impl PlannedFlow {
             workers: self.workers,
             batch_size: self.batch_size,
             signals,
+            progress: channels.progress.clone(),
         };
         let decode = self.flow.decoder();
         let mut def = self.flow;
@@ -233,6 +256,7 @@ struct Options {
     batch_size: usize,
     shutdown: Shutdown,
     signals: bool,
+    progress: Option<Progress>,
 }
 
 async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
@@ -248,6 +272,7 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
         batch_size,
         shutdown,
         signals,
+        progress,
     } = options;
     for (sink, route) in sinks.into_iter().zip(routes) {
         rt = match sink {
@@ -286,6 +311,9 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
     }
     if let Some(path) = dead_letter {
         rt = rt.dead_letter(path);
+    }
+    if let Some(progress) = &progress {
+        rt = rt.progress(progress);
     }
     rt.workers(workers)
         .batch_size(batch_size)

@@ -58,6 +58,7 @@
 //!   `run` returns the summary. A second signal aborts at once.
 
 mod ack;
+mod progress;
 mod shutdown;
 mod summary;
 mod tasks;
@@ -78,7 +79,9 @@ use crate::connector::{ConnectorError, Discard, JsonLinesSink, Sink, Source};
 use crate::flow::{CheckError, Flow, FlowDef};
 use crate::monitor::Monitor;
 
+pub use progress::{Counts, Progress};
 pub use shutdown::Shutdown;
+pub(crate) use shutdown::next_signal;
 pub use summary::RunSummary;
 pub use tasks::{DeadLetter, StopReason};
 
@@ -150,6 +153,7 @@ pub struct Runtime<F: FlowDef, M, S = NoSource> {
     queue_depth: usize,
     shutdown: Shutdown,
     signals: bool,
+    progress: Option<Progress>,
 }
 
 impl<F: FlowDef, M: Monitor> Runtime<F, M, NoSource>
@@ -171,6 +175,7 @@ where
             queue_depth: Self::DEFAULT_QUEUE_DEPTH,
             shutdown: Shutdown::new(),
             signals: true,
+            progress: None,
         }
     }
 }
@@ -199,6 +204,7 @@ where
             queue_depth: self.queue_depth,
             shutdown: self.shutdown,
             signals: self.signals,
+            progress: self.progress,
         }
     }
 
@@ -275,6 +281,13 @@ where
         self
     }
 
+    /// Publishes the run's counters through this handle while it runs
+    /// (see [`Progress`]).
+    pub fn progress(mut self, progress: &Progress) -> Self {
+        self.progress = Some(progress.clone());
+        self
+    }
+
     /// The flow being run.
     pub fn flow(&self) -> &Flow<F, M> {
         &self.flow
@@ -329,6 +342,7 @@ where
             queue_depth,
             shutdown,
             signals,
+            progress,
         } = self;
         let flow_name = flow.name();
         if workers == 0 {
@@ -459,6 +473,9 @@ where
         });
         let handle = set.spawn(async move { reader.await.map(Done::Reader) });
         labels.insert(handle.id(), format!("the reader of source `{source_name}`"));
+        if let Some(progress) = progress {
+            progress.attach(counters.clone());
+        }
 
         let mut first_error: Option<RunError> = None;
         let mut stop_reason = StopReason::EndOfInput;

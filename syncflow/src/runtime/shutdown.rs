@@ -80,7 +80,7 @@ pub(crate) async fn listen(flow: &'static str, shutdown: Shutdown, abort: Cancel
 
 /// The name of the next termination signal, or `None` if signals cannot be
 /// listened to (then it never returns).
-async fn next_signal() -> Option<&'static str> {
+pub(crate) async fn next_signal() -> Option<&'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
