@@ -12,7 +12,6 @@ use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
 use crate::dynamic::{DynFlow, JsonOut};
 use crate::flow::Flow;
 use crate::runtime::{Progress, RunError, RunSummary, Runtime, Shutdown};
-use serde_json::value::RawValue;
 
 impl Plan {
     /// The names of the flows.
@@ -330,7 +329,7 @@ fn add_sink<S, K>(
     route: Option<u16>,
 ) -> Runtime<DynFlow, crate::monitor::Metrics, S>
 where
-    K: Sink<JsonOut> + for<'a> Sink<&'a RawValue>,
+    K: Sink<JsonOut> + for<'a> Sink<&'a JsonOut>,
 {
     match route {
         None => rt.sink(sink),
@@ -346,17 +345,16 @@ struct RouteFilter<K> {
 
 impl<K> Sink<JsonOut> for RouteFilter<K>
 where
-    K: for<'a> Sink<&'a RawValue>,
+    K: for<'a> Sink<&'a JsonOut>,
 {
     fn name(&self) -> String {
-        Sink::<&RawValue>::name(&self.inner)
+        Sink::<&JsonOut>::name(&self.inner)
     }
 
     async fn write(&mut self, items: &[JsonOut]) -> Result<(), crate::connector::ConnectorError> {
-        let picked: Vec<&RawValue> = items
+        let picked: Vec<&JsonOut> = items
             .iter()
             .filter(|out| out.route == Some(self.route))
-            .map(|out| &*out.json)
             .collect();
         if picked.is_empty() {
             return Ok(());
@@ -365,6 +363,6 @@ where
     }
 
     async fn flush(&mut self) -> Result<(), crate::connector::ConnectorError> {
-        Sink::<&RawValue>::flush(&mut self.inner).await
+        Sink::<&JsonOut>::flush(&mut self.inner).await
     }
 }
