@@ -340,8 +340,8 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
     let codec_uses = quote! {
         #[allow(unused_imports)]
         use #p::probe::{
-            HasClone as _, HasDeserialize as _, HasErase as _, HasSerialize as _, NoClone as _,
-            NoDeserialize as _, NoErase as _, NoSerialize as _,
+            HasClone as _, HasDeserialize as _, HasSerialize as _, NoClone as _,
+            NoDeserialize as _, NoSerialize as _,
         };
     };
 
@@ -385,7 +385,6 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                     encode: (&#p::probe::Probe::<#payload>::NEW).encoder(),
                     to_value: (&#p::probe::Probe::<#payload>::NEW).value_encoder(),
                     clone: (&#p::probe::Probe::<#payload>::NEW).cloner(),
-                    erase: (&#p::probe::Probe::<#payload>::NEW).eraser(),
                 }
             }
             #[allow(clippy::needless_borrow)]
@@ -399,7 +398,6 @@ fn generate(args: &Args, func: &LooseFn, sig: &sig::Sig<'_>) -> TokenStream {
                     encode: (&#p::probe::Probe::<#output_ty>::NEW).encoder(),
                     to_value: (&#p::probe::Probe::<#output_ty>::NEW).value_encoder(),
                     clone: (&#p::probe::Probe::<#output_ty>::NEW).cloner(),
-                    erase: (&#p::probe::Probe::<#output_ty>::NEW).eraser(),
                 }
             }
 

@@ -12,6 +12,7 @@ use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
 use crate::dynamic::{DynFlow, JsonOut};
 use crate::flow::Flow;
 use crate::runtime::{Progress, RunError, RunSummary, Runtime, Shutdown};
+use serde_json::value::RawValue;
 
 impl Plan {
     /// The names of the flows.
@@ -329,7 +330,7 @@ fn add_sink<S, K>(
     route: Option<u16>,
 ) -> Runtime<DynFlow, crate::monitor::Metrics, S>
 where
-    K: Sink<JsonOut> + for<'a> Sink<&'a JsonOut>,
+    K: Sink<JsonOut> + for<'a> Sink<&'a RawValue>,
 {
     match route {
         None => rt.sink(sink),
@@ -345,16 +346,17 @@ struct RouteFilter<K> {
 
 impl<K> Sink<JsonOut> for RouteFilter<K>
 where
-    K: for<'a> Sink<&'a JsonOut>,
+    K: for<'a> Sink<&'a RawValue>,
 {
     fn name(&self) -> String {
-        Sink::<&JsonOut>::name(&self.inner)
+        Sink::<&RawValue>::name(&self.inner)
     }
 
     async fn write(&mut self, items: &[JsonOut]) -> Result<(), crate::connector::ConnectorError> {
-        let picked: Vec<&JsonOut> = items
+        let picked: Vec<&RawValue> = items
             .iter()
             .filter(|out| out.route == Some(self.route))
+            .map(|out| &*out.json)
             .collect();
         if picked.is_empty() {
             return Ok(());
@@ -363,6 +365,6 @@ where
     }
 
     async fn flush(&mut self) -> Result<(), crate::connector::ConnectorError> {
-        Sink::<&JsonOut>::flush(&mut self.inner).await
+        Sink::<&RawValue>::flush(&mut self.inner).await
     }
 }

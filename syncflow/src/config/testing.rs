@@ -452,7 +452,7 @@ async fn run_one(t: &TestSpec, line: u64, flow: DynFlow, resources: &Resources) 
     let outputs: Vec<Value> = collected
         .outputs
         .iter()
-        .map(|out: &JsonOut| serde_json::to_value(out).unwrap_or(Value::Null))
+        .map(|out: &JsonOut| serde_json::from_str(out.json.get()).unwrap_or(Value::Null))
         .collect();
     if let Some(expected) = &t.expect {
         compare_outputs(expected, &outputs, &mut problems);

@@ -25,8 +25,7 @@ use crate::flow::{Emit, FlowDef, StepFailure};
 use crate::function::{Shape, StepInfo};
 use crate::monitor::{Metrics, Monitor, NoMonitor, StepRef};
 use crate::registry::{
-    AsyncCall, BoxedSlot, DecodeFn, EncodeFn, EraseFn, ErasedError, ErasedStep, SerializeBox,
-    TypeCodec, take,
+    AsyncCall, BoxedSlot, DecodeFn, EncodeFn, ErasedError, ErasedStep, TypeCodec, take,
 };
 use crate::runtime::Shutdown;
 
@@ -320,8 +319,6 @@ impl DynFlowBuilder {
             input,
             decode,
             encode,
-            erase: output.erase,
-            output_name: output.name,
             sync,
         })
     }
@@ -369,9 +366,6 @@ pub struct DynFlow {
     input: TypeCodec,
     decode: DecodeFn,
     encode: EncodeFn,
-    /// Moves the output into a serialisable box, when its type allows.
-    erase: Option<EraseFn>,
-    output_name: &'static str,
     sync: bool,
 }
 
@@ -387,40 +381,19 @@ impl std::fmt::Debug for DynFlow {
     }
 }
 
-/// The output of a [`DynFlow`]: one message, serialisable (each sink
-/// writes it as JSON straight into its own buffer), and where a `route`
-/// step sent it.
+/// The output of a [`DynFlow`]: one message as JSON text, and where a
+/// `route` step sent it.
+#[derive(Debug, Clone)]
 pub struct JsonOut {
     /// The message.
-    pub value: OutValue,
+    pub json: Box<RawValue>,
     /// The index of the route target, when the flow ends with `route`.
     pub route: Option<u16>,
 }
 
-/// The message of a [`JsonOut`].
-pub enum OutValue {
-    /// The last step's own value (its type is `Serialize + Send + Sync`).
-    Typed(SerializeBox),
-    /// JSON text, for output types that are `Serialize` but not `Sync`.
-    Text(Box<RawValue>),
-}
-
-impl std::fmt::Debug for JsonOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let json = serde_json::to_string(self).unwrap_or_else(|e| format!("<{e}>"));
-        f.debug_struct("JsonOut")
-            .field("value", &json)
-            .field("route", &self.route)
-            .finish()
-    }
-}
-
 impl serde::Serialize for JsonOut {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.value {
-            OutValue::Typed(value) => erased_serde::serialize(&**value, s),
-            OutValue::Text(json) => json.serialize(s),
-        }
+        self.json.serialize(s)
     }
 }
 
@@ -489,28 +462,18 @@ impl DynFlow {
     fn finish<E: Emit<JsonOut>>(&self, slot: &mut dyn Any, out: &mut E) {
         let encoded = if self.routed {
             match take::<Routed>(slot) {
-                Some(routed) => Ok(JsonOut {
-                    value: OutValue::Typed(Box::new(routed.value)),
-                    route: Some(routed.target),
-                }),
+                Some(routed) => serde_json::value::to_raw_value(&routed.value)
+                    .map(|json| JsonOut {
+                        json,
+                        route: Some(routed.target),
+                    })
+                    .map_err(crate::registry::CodecError::from),
                 None => Err(crate::registry::CodecError::Slot {
                     expected: "a routed message",
                 }),
             }
-        } else if let Some(erase) = self.erase {
-            erase(slot)
-                .map(|value| JsonOut {
-                    value: OutValue::Typed(value),
-                    route: None,
-                })
-                .ok_or(crate::registry::CodecError::Slot {
-                    expected: self.output_name,
-                })
         } else {
-            (self.encode)(slot).map(|json| JsonOut {
-                value: OutValue::Text(json),
-                route: None,
-            })
+            (self.encode)(slot).map(|json| JsonOut { json, route: None })
         };
         match encoded {
             Ok(json) => out.emit(json),

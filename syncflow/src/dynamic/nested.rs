@@ -285,8 +285,8 @@ macro_rules! register_flow {
             fn __syncflow_build() -> $crate::dynamic::NestedParts {
                 #[allow(unused_imports)]
                 use $crate::registry::probe::{
-                    HasClone as _, HasDeserialize as _, HasErase as _, HasSerialize as _,
-                    NoClone as _, NoDeserialize as _, NoErase as _, NoSerialize as _,
+                    HasClone as _, HasDeserialize as _, HasSerialize as _, NoClone as _,
+                    NoDeserialize as _, NoSerialize as _,
                 };
                 let flow = $flow;
                 let input = $crate::dynamic::input_probe(&flow);
@@ -300,7 +300,6 @@ macro_rules! register_flow {
                         encode: (&input).encoder(),
                         to_value: (&input).value_encoder(),
                         clone: (&input).cloner(),
-                        erase: (&input).eraser(),
                     },
                     output: $crate::registry::TypeCodec {
                         name: output.probed_name(),
@@ -310,7 +309,6 @@ macro_rules! register_flow {
                         encode: (&output).encoder(),
                         to_value: (&output).value_encoder(),
                         clone: (&output).cloner(),
-                        erase: (&output).eraser(),
                     },
                     step: $crate::dynamic::FlowStep::boxed($name, flow),
                 }

@@ -274,6 +274,5 @@ pub(crate) fn routed_codec() -> crate::registry::TypeCodec {
         encode: None,
         to_value: None,
         clone: None,
-        erase: None,
     }
 }

@@ -32,12 +32,6 @@ pub type FromValueFn = fn(Value) -> Result<BoxedSlot, serde_json::Error>;
 pub type EncodeFn = fn(&dyn Any) -> Result<Box<RawValue>, CodecError>;
 /// Turns the `T` in a slot into a JSON value.
 pub type ToValueFn = fn(&dyn Any) -> Result<Value, CodecError>;
-/// A message on its way to the sinks as its own typed value: serialised by
-/// each sink straight into its buffer.
-pub type SerializeBox = Box<dyn erased_serde::Serialize + Send + Sync>;
-/// Moves the `T` out of a slot into a [`SerializeBox`] (`None` if the slot
-/// is empty or of another type).
-pub type EraseFn = fn(&mut dyn Any) -> Option<SerializeBox>;
 /// Copies the `T` in a slot into a new slot (`None` if the slot is empty or
 /// of another type): what a retried step is called with again.
 pub type CloneFn = fn(&dyn Any) -> Option<BoxedSlot>;
@@ -59,8 +53,6 @@ pub struct TypeCodec {
     pub to_value: Option<ToValueFn>,
     /// Present when the type implements `Clone`.
     pub clone: Option<CloneFn>,
-    /// Present when the type implements `Serialize + Send + Sync`.
-    pub erase: Option<EraseFn>,
 }
 
 impl fmt::Debug for TypeCodec {
@@ -86,8 +78,7 @@ impl TypeCodec {
     }
 
     /// The codec of a type that implements both serde traits and `Clone`.
-    pub fn of_serde<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static>() -> TypeCodec
-    {
+    pub fn of_serde<T: Serialize + DeserializeOwned + Clone + Send + 'static>() -> TypeCodec {
         TypeCodec {
             name: std::any::type_name::<T>(),
             id: TypeId::of::<T>(),
@@ -96,7 +87,6 @@ impl TypeCodec {
             encode: Some(encode::<T>),
             to_value: Some(to_value::<T>),
             clone: Some(clone_slot::<T>),
-            erase: Some(erase::<T>),
         }
     }
 }
@@ -144,11 +134,6 @@ fn encode<T: Serialize + 'static>(slot: &dyn Any) -> Result<Box<RawValue>, Codec
             expected: std::any::type_name::<T>(),
         }),
     }
-}
-
-fn erase<T: Serialize + Send + Sync + 'static>(slot: &mut dyn Any) -> Option<SerializeBox> {
-    let value = slot.downcast_mut::<Option<T>>()?.take()?;
-    Some(Box::new(value))
 }
 
 fn clone_slot<T: Clone + Send + 'static>(slot: &dyn Any) -> Option<BoxedSlot> {
@@ -248,25 +233,6 @@ pub mod probe {
         }
     }
     impl<T> NoSerialize for &Probe<T> {}
-
-    /// Chosen when `T: Serialize + Send + Sync`.
-    pub trait HasErase {
-        /// The mover into a serialisable box.
-        fn eraser(&self) -> Option<EraseFn>;
-    }
-    impl<T: Serialize + Send + Sync + 'static> HasErase for Probe<T> {
-        fn eraser(&self) -> Option<EraseFn> {
-            Some(erase::<T>)
-        }
-    }
-    /// The fallback otherwise.
-    pub trait NoErase {
-        /// None.
-        fn eraser(&self) -> Option<EraseFn> {
-            None
-        }
-    }
-    impl<T> NoErase for &Probe<T> {}
 
     /// Chosen when `T: Clone`.
     pub trait HasClone {

@@ -12,8 +12,8 @@ mod codec;
 mod erased;
 
 pub use codec::{
-    BoxedSlot, CloneFn, CodecError, DecodeFn, EncodeFn, EraseFn, FromValueFn, SerializeBox,
-    ToValueFn, TypeCodec, probe, take,
+    BoxedSlot, CloneFn, CodecError, DecodeFn, EncodeFn, FromValueFn, ToValueFn, TypeCodec, probe,
+    take,
 };
 pub use erased::{Adapter, AsyncCall, ErasedError, ErasedStep, Next, slot_error};
 
