@@ -324,18 +324,7 @@ impl Cli {
             batch_size: args.batch_size as usize,
             state_dir: args.state_dir,
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(CliError::Setup(
-                "the syncflow CLI was called from inside an async runtime; call `Cli::main` from a plain \
-                 (non-async) `fn main`, it starts its own runtime"
-                    .to_string(),
-            ));
-        }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("syncflow")
-            .build()
-            .map_err(|e| CliError::Setup(format!("cannot start the async runtime: {e}")))?;
+        let runtime = async_runtime()?;
         let flow = &self.flows[index];
         let result = runtime.block_on((flow.run)(options));
         // Reading standard input blocks a thread that cannot be interrupted:
@@ -650,6 +639,28 @@ fn list_channels(store: PathBuf, json: bool, out: &mut dyn Write) -> Result<(), 
     write!(out, "{stats}").map_err(CliError::Output)
 }
 
+/// The CLI starts its own async runtime: refuse to run inside one.
+fn not_in_async_runtime() -> Result<(), CliError> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(CliError::Setup(
+            "the syncflow CLI was called from inside an async runtime; call `Cli::main` from a plain \
+             (non-async) `fn main`, it starts its own runtime"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The multi-threaded runtime that runs flows.
+fn async_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    not_in_async_runtime()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("syncflow")
+        .build()
+        .map_err(|e| CliError::Setup(format!("cannot start the async runtime: {e}")))
+}
+
 /// Whether a `run` argument names a flow file rather than a flow.
 fn is_flow_file(arg: &str) -> bool {
     arg.ends_with(".yaml") || arg.ends_with(".yml")
@@ -727,18 +738,7 @@ fn run_file(
         .map_err(CliError::Config)?
         .with_resources(resources.clone());
     missing_resources(&plan)?;
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(CliError::Setup(
-            "the syncflow CLI was called from inside an async runtime; call `Cli::main` from a plain \
-             (non-async) `fn main`, it starts its own runtime"
-                .to_string(),
-        ));
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("syncflow")
-        .build()
-        .map_err(|e| CliError::Setup(format!("cannot start the async runtime: {e}")))?;
+    let runtime = async_runtime()?;
     let results = runtime.block_on(plan.run(crate::runtime::Shutdown::new(), true));
     runtime.shutdown_timeout(Duration::from_millis(100));
     let mut failed = Vec::new();
@@ -767,13 +767,7 @@ fn managed_file(
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
     use crate::manage::serve::{ServeError, ServeOptions, run};
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(CliError::Setup(
-            "the syncflow CLI was called from inside an async runtime; call `Cli::main` from a plain \
-             (non-async) `fn main`, it starts its own runtime"
-                .to_string(),
-        ));
-    }
+    not_in_async_runtime()?;
     let options = ServeOptions {
         file: PathBuf::from(&args.flow),
         watch: args.watch,

@@ -67,28 +67,6 @@ impl ToolNode {
             ToolOutcome::To { message, .. } => Ok(Some(message)),
         }
     }
-
-    fn run<M: Monitor>(
-        &self,
-        slot: &mut dyn Any,
-        monitor: &mut M,
-        step: StepRef,
-        timed: bool,
-        next: Next<'_, M>,
-    ) -> Result<usize, ErasedError> {
-        let timer = timed.then(|| monitor.enter(step));
-        let result = self.apply(slot);
-        if let Some(timer) = timer {
-            monitor.exit(step, timer);
-        }
-        match result? {
-            Some(value) => {
-                next(&mut Some(value), monitor);
-                Ok(1)
-            }
-            None => Ok(0),
-        }
-    }
 }
 
 /// The description of a toolbox operator as a step (one per operator).
@@ -114,45 +92,13 @@ fn tool_info(name: &'static str) -> &'static StepInfo {
     })
 }
 
-impl ErasedStep for ToolNode {
+impl JsonStep for ToolNode {
+    type Out = Value;
     fn info(&self) -> &'static StepInfo {
         self.info
     }
-    fn input_id(&self) -> TypeId {
-        TypeId::of::<Value>()
-    }
-    fn output_id(&self) -> TypeId {
-        TypeId::of::<Value>()
-    }
-    fn check(&self, _: &Resources, _: &mut Vec<String>) {}
-    fn call_metrics(
-        &self,
-        _: &Context,
-        slot: &mut dyn Any,
-        monitor: &mut Metrics,
-        step: StepRef,
-        timed: bool,
-        next: Next<'_, Metrics>,
-    ) -> Result<usize, ErasedError> {
-        self.run(slot, monitor, step, timed, next)
-    }
-    fn call_bare(
-        &self,
-        _: &Context,
-        slot: &mut dyn Any,
-        step: StepRef,
-        next: Next<'_, NoMonitor>,
-    ) -> Result<usize, ErasedError> {
-        self.run(slot, &mut NoMonitor, step, false, next)
-    }
-    fn call_async<'a>(&'a self, _: &'a Context, slot: &mut dyn Any) -> AsyncCall<'a> {
-        let result = self.apply(slot);
-        Box::pin(async move {
-            Ok(result?
-                .map(|v| Box::new(Some(v)) as BoxedSlot)
-                .into_iter()
-                .collect())
-        })
+    fn apply(&self, slot: &mut dyn Any) -> Result<Option<Value>, ErasedError> {
+        ToolNode::apply(self, slot)
     }
 }
 
@@ -198,39 +144,60 @@ impl RouteNode {
             Err(e) => Err(Box::new(e)),
         }
     }
+}
 
-    fn run<M: Monitor>(
-        &self,
-        slot: &mut dyn Any,
-        monitor: &mut M,
-        step: StepRef,
-        timed: bool,
-        next: Next<'_, M>,
-    ) -> Result<usize, ErasedError> {
-        let timer = timed.then(|| monitor.enter(step));
-        let result = self.apply(slot);
-        if let Some(timer) = timer {
-            monitor.exit(step, timer);
-        }
-        match result? {
-            Some(routed) => {
-                next(&mut Some(routed), monitor);
-                Ok(1)
-            }
-            None => Ok(0),
-        }
+impl JsonStep for RouteNode {
+    type Out = Routed;
+    fn info(&self) -> &'static StepInfo {
+        self.info
+    }
+    fn apply(&self, slot: &mut dyn Any) -> Result<Option<Routed>, ErasedError> {
+        RouteNode::apply(self, slot)
     }
 }
 
-impl ErasedStep for RouteNode {
+/// A built-in step that takes a JSON message and emits at most one `Out`.
+pub(crate) trait JsonStep: Send + Sync + 'static {
+    /// What it emits.
+    type Out: Send + 'static;
+    /// Its description.
+    fn info(&self) -> &'static StepInfo;
+    /// Takes the message out of `slot`; `None` drops it.
+    fn apply(&self, slot: &mut dyn Any) -> Result<Option<Self::Out>, ErasedError>;
+}
+
+/// Calls a [`JsonStep`], timed when asked, then hands on what it emitted.
+fn run_json_step<S: JsonStep, M: Monitor>(
+    step_impl: &S,
+    slot: &mut dyn Any,
+    monitor: &mut M,
+    step: StepRef,
+    timed: bool,
+    next: Next<'_, M>,
+) -> Result<usize, ErasedError> {
+    let timer = timed.then(|| monitor.enter(step));
+    let result = step_impl.apply(slot);
+    if let Some(timer) = timer {
+        monitor.exit(step, timer);
+    }
+    match result? {
+        Some(out) => {
+            next(&mut Some(out), monitor);
+            Ok(1)
+        }
+        None => Ok(0),
+    }
+}
+
+impl<S: JsonStep> ErasedStep for S {
     fn info(&self) -> &'static StepInfo {
-        self.info
+        JsonStep::info(self)
     }
     fn input_id(&self) -> TypeId {
         TypeId::of::<Value>()
     }
     fn output_id(&self) -> TypeId {
-        TypeId::of::<Routed>()
+        TypeId::of::<S::Out>()
     }
     fn check(&self, _: &Resources, _: &mut Vec<String>) {}
     fn call_metrics(
@@ -242,7 +209,7 @@ impl ErasedStep for RouteNode {
         timed: bool,
         next: Next<'_, Metrics>,
     ) -> Result<usize, ErasedError> {
-        self.run(slot, monitor, step, timed, next)
+        run_json_step(self, slot, monitor, step, timed, next)
     }
     fn call_bare(
         &self,
@@ -251,13 +218,13 @@ impl ErasedStep for RouteNode {
         step: StepRef,
         next: Next<'_, NoMonitor>,
     ) -> Result<usize, ErasedError> {
-        self.run(slot, &mut NoMonitor, step, false, next)
+        run_json_step(self, slot, &mut NoMonitor, step, false, next)
     }
     fn call_async<'a>(&'a self, _: &'a Context, slot: &mut dyn Any) -> AsyncCall<'a> {
         let result = self.apply(slot);
         Box::pin(async move {
             Ok(result?
-                .map(|r| Box::new(Some(r)) as BoxedSlot)
+                .map(|out| Box::new(Some(out)) as BoxedSlot)
                 .into_iter()
                 .collect())
         })

@@ -119,22 +119,7 @@ where
         timed: bool,
         next: Next<'_, Metrics>,
     ) -> Result<usize, ErasedError> {
-        let Some(input) = take::<S::Input>(slot) else {
-            return Err(slot_error(S::INFO, std::any::type_name::<S::Input>()));
-        };
-        <S as Step<S::Input>>::call_now(
-            &self.0,
-            cx,
-            input,
-            monitor,
-            step,
-            timed,
-            |out: S::Output, m: &mut Metrics| {
-                let mut slot = Some(out);
-                next(&mut slot, m)
-            },
-        )
-        .map_err(|failure| Box::new(failure) as ErasedError)
+        call_now::<S, Metrics>(&self.0, cx, slot, monitor, step, timed, next)
     }
 
     fn call_bare(
@@ -144,22 +129,7 @@ where
         step: StepRef,
         next: Next<'_, NoMonitor>,
     ) -> Result<usize, ErasedError> {
-        let Some(input) = take::<S::Input>(slot) else {
-            return Err(slot_error(S::INFO, std::any::type_name::<S::Input>()));
-        };
-        <S as Step<S::Input>>::call_now(
-            &self.0,
-            cx,
-            input,
-            &mut NoMonitor,
-            step,
-            false,
-            |out: S::Output, m: &mut NoMonitor| {
-                let mut slot = Some(out);
-                next(&mut slot, m)
-            },
-        )
-        .map_err(|failure| Box::new(failure) as ErasedError)
+        call_now::<S, NoMonitor>(&self.0, cx, slot, &mut NoMonitor, step, false, next)
     }
 
     fn call_async<'a>(&'a self, cx: &'a Context, slot: &mut dyn Any) -> AsyncCall<'a> {
@@ -177,4 +147,42 @@ where
                 .collect())
         })
     }
+}
+
+/// Takes the input out of `slot`, calls the operator's typed `call_now` (the
+/// code `flow!` runs) and hands each message it emits to `next` in a new
+/// slot on this stack.
+#[inline(always)]
+fn call_now<S, M>(
+    op: &S,
+    cx: &Context,
+    slot: &mut dyn Any,
+    monitor: &mut M,
+    step: StepRef,
+    timed: bool,
+    next: Next<'_, M>,
+) -> Result<usize, ErasedError>
+where
+    S: Step<<S as Operator>::Input>,
+    S::Input: 'static,
+    S::Output: 'static,
+    <S as Step<S::Input>>::Error: 'static,
+    M: crate::monitor::Monitor,
+{
+    let Some(input) = take::<S::Input>(slot) else {
+        return Err(slot_error(S::INFO, std::any::type_name::<S::Input>()));
+    };
+    <S as Step<S::Input>>::call_now(
+        op,
+        cx,
+        input,
+        monitor,
+        step,
+        timed,
+        |out: S::Output, m: &mut M| {
+            let mut slot = Some(out);
+            next(&mut slot, m)
+        },
+    )
+    .map_err(|failure| Box::new(failure) as ErasedError)
 }
