@@ -36,9 +36,17 @@ pub type AsyncCall<'a> =
 
 /// A step of a flow assembled at run time.
 ///
+/// (When the code `#[sync_function]` generates cannot implement this for a
+/// function, an earlier error on the same function says why.)
+///
 /// Implemented for every registered function (through [`Adapter`]) and by
 /// the built-in steps of config-driven flows. The `call_*` methods mirror
 /// [`Step::call_now`] for the two monitors such flows run with.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be registered as a step of flow files",
+    label = "follows from an earlier error on this function",
+    note = "fix the first error reported for this function; this one goes away with it"
+)]
 pub trait ErasedStep: Send + Sync + 'static {
     /// The step's description (name, shape, types, location).
     fn info(&self) -> &'static StepInfo;
