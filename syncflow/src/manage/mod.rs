@@ -101,7 +101,7 @@ pub enum FlowState {
     Paused,
     /// Ended on its own: the end of its input, or a step's `on_error: stop`.
     Stopped,
-    /// Stopped by an error, or could not start (see [`FlowStatus::error`]).
+    /// Stopped by an error, or could not start (see [`FlowStatus::reason`]).
     Failed,
 }
 
