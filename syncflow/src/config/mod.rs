@@ -30,7 +30,7 @@ pub mod testing;
 
 use io::{check_sink, check_source};
 use policies::{check_policies, step_policy};
-use steps::{Resolved, describe_chain, resolve_step, step_names};
+use steps::{Resolved, resolve_step, step_names};
 
 use std::path::{Path, PathBuf};
 
@@ -326,14 +326,14 @@ pub(crate) fn build_chain(
                         TypeCodec::json(),
                         TypeCodec::json(),
                     ) {
-                        errors.push(at(loc, describe_chain(&e)));
+                        errors.push(at(loc, e.to_string()));
                         chain_ok = false;
                     }
                 }
                 Ok(Built::Route(node)) => {
                     route_targets = Some(node.targets());
                     if let Err(e) = builder.route(node) {
-                        errors.push(at(loc, describe_chain(&e)));
+                        errors.push(at(loc, e.to_string()));
                         chain_ok = false;
                     }
                 }
@@ -425,7 +425,7 @@ pub(crate) fn build_chain(
         };
         let pushed = builder.step(node, input, output);
         if let Err(e) = pushed {
-            errors.push(at(loc, describe_chain(&e)));
+            errors.push(at(loc, e.to_string()));
             chain_ok = false;
             continue;
         }

@@ -1,6 +1,6 @@
 //! Steps of flow files: names resolved to registered functions and flows.
 
-use crate::dynamic::{ChainError, NestedParts, find_flow, registered_flows};
+use crate::dynamic::{NestedParts, find_flow, registered_flows};
 use crate::registry::{self, LookupError};
 
 /// A step name, resolved.
@@ -33,8 +33,4 @@ pub(super) fn step_names() -> Vec<&'static str> {
         .collect();
     names.extend(registered_flows().iter().map(|f| f.name));
     names
-}
-
-pub(super) fn describe_chain(e: &ChainError) -> String {
-    e.to_string()
 }

@@ -238,11 +238,6 @@ impl DynFlowBuilder {
         Ok(self)
     }
 
-    /// The input type of the last step added.
-    pub fn last_input(&self) -> Option<TypeCodec> {
-        self.nodes.last().map(|t| t.input)
-    }
-
     /// Sets what happens to a message the last step added fails on.
     pub fn on_error(&mut self, on_error: OnFailure) -> &mut Self {
         if let Some(last) = self.nodes.last_mut() {
@@ -282,14 +277,7 @@ impl DynFlowBuilder {
         let encode = match output.encode {
             Some(encode) => encode,
             // A routed message is written by `finish` itself.
-            None if self.routed => {
-                TypeCodec::json()
-                    .encode
-                    .ok_or_else(|| BoundaryError::CannotWrite {
-                        step: last.unwrap_or("").to_string(),
-                        ty: output.name.to_string(),
-                    })?
-            }
+            None if self.routed => never_encoded,
             None => {
                 return Err(BoundaryError::CannotWrite {
                     step: last.unwrap_or("").to_string(),
@@ -379,6 +367,14 @@ impl std::fmt::Debug for DynFlow {
             )
             .finish()
     }
+}
+
+/// The encoder of a flow that ends with `route`, whose messages `finish`
+/// writes itself: never called.
+fn never_encoded(_: &dyn Any) -> Result<Box<RawValue>, crate::registry::CodecError> {
+    Err(crate::registry::CodecError::Slot {
+        expected: "a message of a flow without `route`",
+    })
 }
 
 /// The output of a [`DynFlow`]: one message as JSON text, and where a
@@ -581,7 +577,6 @@ impl FlowDef for DynFlow {
         } else if let Some(bare) = any.downcast_mut::<NoMonitor>() {
             self.run_other(0, cx, slot, bare, out);
         } else {
-            let _ = any;
             self.run_other(0, cx, slot, monitor, out);
         }
     }
