@@ -5,8 +5,11 @@
 //! - [`lib_ops`]: sync functions defined in this (library) crate, to check
 //!   that functions of a linked dependency are registered too;
 //! - [`services`]: the local services of the connector tests, skipped with a
-//!   printed reason where one is missing, required in CI.
+//!   printed reason where one is missing, required in CI;
+//! - [`proxy`]: a TCP proxy that cuts a connector's connections to a real
+//!   service, as a server restart does.
 
+pub mod proxy;
 pub mod services;
 
 use std::fmt;

@@ -341,6 +341,24 @@ pub enum ConnectorError {
         /// What to do about it.
         fix: String,
     },
+    /// A server (broker, database, HTTP endpoint) refused or failed an
+    /// operation, or could not be reached.
+    #[error(
+        "{connector} `{target}`: cannot {action}: {message}{}",
+        hint_text(hint)
+    )]
+    Server {
+        /// The connector (`nats`, `redis`, `postgres`...).
+        connector: &'static str,
+        /// What it talks to: a stream, queue, table or address (never a password).
+        target: String,
+        /// What was being done ("connect", "publish", "ack").
+        action: &'static str,
+        /// The server's or client library's message.
+        message: String,
+        /// What to do about it (may be empty).
+        hint: String,
+    },
     /// Any other failure of a connector (for connectors outside this crate).
     #[error(transparent)]
     Other(Box<dyn StdError + Send + Sync + 'static>),
@@ -355,6 +373,23 @@ fn hint_text(hint: &str) -> String {
 }
 
 impl ConnectorError {
+    /// A [`ConnectorError::Server`] error.
+    pub fn server(
+        connector: &'static str,
+        target: impl Into<String>,
+        action: &'static str,
+        message: impl fmt::Display,
+        hint: impl Into<String>,
+    ) -> Self {
+        ConnectorError::Server {
+            connector,
+            target: target.into(),
+            action,
+            message: message.to_string(),
+            hint: hint.into(),
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
