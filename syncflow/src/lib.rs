@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod cdc;
 pub mod channel;
 pub mod cli;
 pub mod config;

@@ -10,83 +10,14 @@
 //! (Kafka Connect's JSON converter with schemas on) is read through
 //! `payload`.
 
-use std::fmt;
-
 use serde::Deserialize;
+
+pub use crate::cdc::CdcOp;
 use serde_json::{Map as JsonMap, Value};
 
 use super::expr::json_type_article;
 use super::fields::FieldPath;
 use super::{ToolError, ToolOutcome};
-
-/// A change operation. In flow files, written as its code (`c`) or a
-/// readable name (`insert`, `create`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum CdcOp {
-    /// `c`: a row was inserted. Also `insert`, `create`.
-    #[serde(rename = "c", alias = "insert", alias = "create")]
-    Insert,
-    /// `u`: a row was updated. Also `update`.
-    #[serde(rename = "u", alias = "update")]
-    Update,
-    /// `d`: a row was deleted. Also `delete`.
-    #[serde(rename = "d", alias = "delete")]
-    Delete,
-    /// `r`: a row was read by an initial snapshot. Also `snapshot`, `read`.
-    #[serde(rename = "r", alias = "snapshot", alias = "read")]
-    Snapshot,
-    /// `t`: a table was truncated (no row). Also `truncate`.
-    #[serde(rename = "t", alias = "truncate")]
-    Truncate,
-}
-
-impl CdcOp {
-    const ALL: [CdcOp; 5] = [
-        CdcOp::Insert,
-        CdcOp::Update,
-        CdcOp::Delete,
-        CdcOp::Snapshot,
-        CdcOp::Truncate,
-    ];
-
-    /// The code in envelopes: `c`, `u`, `d`, `r` or `t`.
-    pub const fn code(self) -> &'static str {
-        match self {
-            CdcOp::Insert => "c",
-            CdcOp::Update => "u",
-            CdcOp::Delete => "d",
-            CdcOp::Snapshot => "r",
-            CdcOp::Truncate => "t",
-        }
-    }
-
-    /// The readable name: `insert`, `update`, `delete`, `snapshot`,
-    /// `truncate`.
-    pub const fn readable(self) -> &'static str {
-        match self {
-            CdcOp::Insert => "insert",
-            CdcOp::Update => "update",
-            CdcOp::Delete => "delete",
-            CdcOp::Snapshot => "snapshot",
-            CdcOp::Truncate => "truncate",
-        }
-    }
-
-    /// The operation of an envelope's `op` code.
-    pub fn from_code(code: &str) -> Option<CdcOp> {
-        CdcOp::ALL.into_iter().find(|op| op.code() == code)
-    }
-
-    const fn bit(self) -> u8 {
-        1 << self as u8
-    }
-}
-
-impl fmt::Display for CdcOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.code(), self.readable())
-    }
-}
 
 /// Reads the envelope of `message`: itself, or its `payload`.
 fn envelope(message: &Value) -> Result<(&JsonMap<String, Value>, CdcOp), String> {
@@ -103,7 +34,7 @@ fn envelope(message: &Value) -> Result<(&JsonMap<String, Value>, CdcOp), String>
     };
     let op = match fields.get("op") {
         Some(Value::String(code)) => CdcOp::from_code(code).ok_or_else(|| {
-            format!("unknown change op `{code}`: expected c, u, d, r or t (Debezium codes)")
+            format!("unknown change op `{code}`: expected c, u, d, r, t or ddl (Debezium codes)")
         })?,
         Some(other) => {
             return Err(format!(
@@ -283,7 +214,7 @@ impl CdcUnwrap {
         let image = match op {
             CdcOp::Insert | CdcOp::Update | CdcOp::Snapshot => "after",
             CdcOp::Delete if self.deletes == DeleteRows::Before => "before",
-            CdcOp::Delete | CdcOp::Truncate => return Ok(ToolOutcome::Drop),
+            CdcOp::Delete | CdcOp::Truncate | CdcOp::Ddl => return Ok(ToolOutcome::Drop),
         };
         let mut fields = match message {
             Value::Object(mut outer) => match outer.remove("payload") {
