@@ -50,6 +50,12 @@ pub fn yaml_opaque(f: Fahrenheit) -> Opaque {
     Opaque(f.fahrenheit as u32)
 }
 
+/// Takes something that cannot be read or written as JSON.
+#[sync_function]
+pub fn yaml_from_opaque(o: Opaque) -> u32 {
+    o.0
+}
+
 fn run(plan: config::Plan) -> Vec<(String, Result<RunSummary, RunError>)> {
     tokio::runtime::Runtime::new()
         .unwrap()
@@ -346,6 +352,82 @@ fn policies_choose_what_happens_to_failed_messages() {
         summary.input < 5000,
         "the flow stopped reading after the first failure: read {}",
         summary.input
+    );
+}
+
+#[test]
+fn skip_passes_failed_messages_on_and_dead_letters_go_to_a_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"sensor\":\"a\",\"celsius\":10}\n{\"sensor\":\"b\",\"celsius\":-500}\n{\"sensor\":\"c\",\"celsius\":0}\n",
+    )
+    .unwrap();
+    // `skip`: the reading the step failed on goes to the sink unchanged.
+    let yaml = format!(
+        "flows:\n  f:\n    source: {{ file: \"{d}/in.jsonl\" }}\n    steps: [yaml_to_fahrenheit]\n    sinks: [{{ file: \"{d}/skip.jsonl\" }}]\npolicies:\n  yaml_to_fahrenheit: {{ on_error: skip }}\n"
+    );
+    let (_, summary) = run(config::load_str(&yaml, "skip.yaml").expect("valid"))
+        .pop()
+        .unwrap();
+    let summary = summary.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("skip.jsonl")).unwrap(),
+        "{\"sensor\":\"a\",\"fahrenheit\":50.0}\n{\"sensor\":\"b\",\"celsius\":-500.0}\n{\"sensor\":\"c\",\"fahrenheit\":32.0}\n"
+    );
+    assert_eq!((summary.output, summary.failed), (3, 0));
+    let counts = summary.policies.iter().find(|(n, _)| n == "yaml_to_fahrenheit");
+    assert_eq!(counts.map(|(_, c)| c.skipped), Some(1), "{:?}", summary.policies);
+
+    // `{ dead_letter: <channel> }`: the letter (error, step, original
+    // message) is saved into the channel, and another flow loads it.
+    let yaml = format!(
+        r#"
+channels: {{ path: "{d}/channels.redb" }}
+flows:
+  convert:
+    source: {{ file: "{d}/in.jsonl" }}
+    steps: [yaml_to_fahrenheit]
+    sinks: [{{ file: "{d}/good.jsonl" }}]
+  failures:
+    source: {{ load: bad-readings }}
+    sinks: [{{ file: "{d}/bad.jsonl" }}]
+policies:
+  yaml_to_fahrenheit: {{ on_error: {{ dead_letter: bad-readings }} }}
+"#
+    );
+    let results = run(config::load_str(&yaml, "dl.yaml").expect("valid"));
+    for (name, r) in &results {
+        assert!(r.is_ok(), "flow {name}: {r:?}");
+    }
+    let good = std::fs::read_to_string(dir.path().join("good.jsonl")).unwrap();
+    assert_eq!(good.lines().count(), 2);
+    let bad = std::fs::read_to_string(dir.path().join("bad.jsonl")).unwrap();
+    let letters: Vec<syncflow::runtime::DeadLetter> = bad
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{bad}");
+    assert_eq!(letters[0].stage, "yaml_to_fahrenheit");
+    assert_eq!(letters[0].position, 2);
+    assert!(letters[0].error.contains("below absolute zero"), "{bad}");
+    assert_eq!(letters[0].input, "{\"sensor\":\"b\",\"celsius\":-500}");
+    let convert = &results.iter().find(|(n, _)| n == "convert").unwrap().1;
+    let counts = &convert.as_ref().unwrap().policies;
+    assert_eq!(counts[0].1.dead_lettered, 1, "{counts:?}");
+
+    // `skip` needs a step input that can be written as JSON; a channel
+    // name must be valid.
+    let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_to_fahrenheit, yaml_opaque, yaml_from_opaque]\npolicies:\n  yaml_from_opaque: { on_error: skip }\n  yaml_to_fahrenheit: { on_error: { dead_letter: \"bad readings\" } }\n";
+    let text = config::load_str(yaml, "p.yaml").unwrap_err().to_string();
+    assert!(
+        text.contains("p.yaml:4:46: `on_error: skip` of `yaml_from_opaque` passes its input on to the sinks as JSON, but `yaml_flows::Opaque` cannot be written as JSON"),
+        "{text}"
+    );
+    assert!(
+        text.contains("p.yaml:4:13: on_error of `yaml_to_fahrenheit`: invalid dead-letter channel name `bad readings`"),
+        "{text}"
     );
 }
 

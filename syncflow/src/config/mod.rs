@@ -271,6 +271,7 @@ pub fn check(file: FlowFile, origin: &str) -> Result<Plan, ConfigErrors> {
     let uses_channels = flows.iter().any(|f| {
         matches!(f.source, SourcePlan::Load { .. })
             || f.sinks.iter().any(|s| matches!(s, SinkPlan::Save { .. }))
+            || !f.flow.dead_letter_channels().is_empty()
     });
     let channels = check_channels(file.channels.as_ref(), uses_channels, origin, &mut errors);
     errors.into_result(Plan {
@@ -429,7 +430,7 @@ pub(crate) fn build_chain(
             chain_ok = false;
             continue;
         }
-        let (on_error, applied) = step_policy(
+        let policy = step_policy(
             step_name,
             &attribute,
             &input,
@@ -437,8 +438,13 @@ pub(crate) fn build_chain(
             &|message| at(loc, message),
             errors,
         );
-        builder.on_error(on_error);
-        if let Some(applied) = applied {
+        if let Err(e) = builder.on_error(policy.on_error) {
+            errors.push(at(loc, e.to_string()));
+        }
+        if let Some(channel) = policy.dead_letter_channel {
+            builder.dead_letter_channel(channel);
+        }
+        if let Some(applied) = policy.applied {
             builder.policy(applied);
         }
     }

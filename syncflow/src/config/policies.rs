@@ -40,9 +40,17 @@ pub(super) fn check_policies(
     set
 }
 
-/// The policies a step runs with: its `on_error`, and retry, timeout, rate
-/// limit and concurrency ready to apply. A policy this version does not
-/// apply to YAML flows is an error rather than a setting silently ignored.
+/// What a step runs with: its `on_error` (and, for dead letters into a
+/// channel, the channel), and retry, timeout, rate limit and concurrency
+/// ready to apply.
+pub(super) struct StepPolicy {
+    pub(super) on_error: OnFailure,
+    pub(super) dead_letter_channel: Option<String>,
+    pub(super) applied: Option<Applied>,
+}
+
+/// The policies a step runs with. A policy this version does not apply to
+/// YAML flows is an error rather than a setting silently ignored.
 pub(super) fn step_policy(
     function: &str,
     attribute: &Policy,
@@ -50,7 +58,7 @@ pub(super) fn step_policy(
     policies: &PolicySet,
     at: &dyn Fn(String) -> ConfigError,
     errors: &mut ConfigErrors,
-) -> (OnFailure, Option<Applied>) {
+) -> StepPolicy {
     let policy: Policy = policies.resolve(function, attribute);
     if policy.batch.is_some() {
         errors.push(at(format!(
@@ -64,17 +72,25 @@ pub(super) fn step_policy(
             None
         }
     };
+    let mut dead_letter_channel = None;
     let on_error = match policy.on_error() {
         OnError::DeadLetter { channel: None } => OnFailure::DeadLetter,
-        OnError::Drop => OnFailure::Drop,
-        OnError::Stop => OnFailure::Stop,
-        other => {
-            errors.push(at(format!(
-                "`on_error: {}` of `{function}` is not applied to YAML flows by this version of syncflow; use `dead_letter` (to the flow's dead_letter file), `drop` or `stop`",
-                other.name()
-            )));
+        OnError::DeadLetter {
+            channel: Some(channel),
+        } => {
+            match crate::channel::check_name("dead-letter channel", &channel) {
+                Ok(()) => dead_letter_channel = Some(channel),
+                Err(e) => errors.push(at(format!("on_error of `{function}`: {e}"))),
+            }
             OnFailure::DeadLetter
         }
+        OnError::Drop => OnFailure::Drop,
+        OnError::Stop => OnFailure::Stop,
+        OnError::Skip => OnFailure::Skip,
     };
-    (on_error, applied)
+    StepPolicy {
+        on_error,
+        dead_letter_channel,
+        applied,
+    }
 }

@@ -11,7 +11,7 @@ use crate::connector::Sink;
 use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
 use crate::dynamic::{DynFlow, JsonOut};
 use crate::flow::Flow;
-use crate::runtime::{Progress, RunError, RunSummary, Runtime, Shutdown};
+use crate::runtime::{DeadLetter, Progress, RunError, RunSummary, Runtime, Shutdown};
 use serde_json::value::RawValue;
 
 impl Plan {
@@ -43,13 +43,11 @@ impl Plan {
         // ends too.
         let mut savers: HashMap<String, (Arc<AtomicUsize>, Shutdown)> = HashMap::new();
         for flow in &self.flows {
-            for sink in &flow.sinks {
-                if let SinkPlan::Save { channel } = sink {
-                    let entry = savers
-                        .entry(channel.clone())
-                        .or_insert_with(|| (Arc::new(AtomicUsize::new(0)), Shutdown::new()));
-                    entry.0.fetch_add(1, Ordering::Relaxed);
-                }
+            for channel in flow.saved_channels() {
+                let entry = savers
+                    .entry(channel.to_string())
+                    .or_insert_with(|| (Arc::new(AtomicUsize::new(0)), Shutdown::new()));
+                entry.0.fetch_add(1, Ordering::Relaxed);
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
@@ -67,12 +65,9 @@ impl Plan {
                 progress: None,
             };
             let saves: Vec<(Arc<AtomicUsize>, Shutdown)> = planned
-                .sinks
+                .saved_channels()
                 .iter()
-                .filter_map(|s| match s {
-                    SinkPlan::Save { channel } => savers.get(channel).cloned(),
-                    _ => None,
-                })
+                .filter_map(|channel| savers.get(*channel).cloned())
                 .collect();
             tasks.spawn(async move {
                 let name = planned.name.clone();
@@ -148,6 +143,28 @@ struct Channels {
 }
 
 impl PlannedFlow {
+    /// The channels this flow writes: those of its `save:` sinks and its
+    /// steps' dead-letter channels, each once.
+    pub fn saved_channels(&self) -> Vec<&str> {
+        let mut channels: Vec<&str> = self
+            .sinks
+            .iter()
+            .filter_map(|s| match s {
+                SinkPlan::Save { channel } => Some(channel.as_str()),
+                _ => None,
+            })
+            .chain(
+                self.flow
+                    .dead_letter_channels()
+                    .iter()
+                    .map(|(_, c)| c.as_str()),
+            )
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        channels
+    }
+
     /// Runs this flow until its input ends or `shutdown` is triggered (or,
     /// with `signals`, Ctrl-C or SIGTERM arrives). A flow that saves or
     /// loads channels is run through [`Plan::run`], which opens the store.
@@ -192,6 +209,7 @@ impl PlannedFlow {
             sinks: self.sinks,
             routes: self.routes,
             dead_letter: self.dead_letter,
+            dead_letter_channels: self.flow.dead_letter_channels().to_vec(),
             workers: self.workers,
             batch_size: self.batch_size,
             signals,
@@ -252,6 +270,8 @@ struct Options {
     sinks: Vec<SinkPlan>,
     routes: Vec<Option<u16>>,
     dead_letter: Option<PathBuf>,
+    /// Steps that dead-letter into a channel, with the channel.
+    dead_letter_channels: Vec<(&'static str, String)>,
     workers: usize,
     batch_size: usize,
     shutdown: Shutdown,
@@ -268,12 +288,19 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
         sinks,
         routes,
         dead_letter,
+        dead_letter_channels,
         workers,
         batch_size,
         shutdown,
         signals,
         progress,
     } = options;
+    let no_store = |name: String| RunError::Sink {
+        name,
+        error: crate::connector::ConnectorError::Other(
+            "channels are opened by `Plan::run`: run the whole plan".into(),
+        ),
+    };
     for (sink, route) in sinks.into_iter().zip(routes) {
         rt = match sink {
             SinkPlan::File {
@@ -299,18 +326,38 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
                     name: name.clone(),
                     error,
                 };
-                let store = store.as_ref().ok_or_else(|| {
-                    sink_error(crate::connector::ConnectorError::Other(
-                        "channels are opened by `Plan::run`: run the whole plan".into(),
-                    ))
-                })?;
+                let store = store.as_ref().ok_or_else(|| no_store(name.clone()))?;
                 let sink = SaveSink::open(store, &channel).map_err(|e| sink_error(e.into()))?;
                 add_sink(rt, sink, route)
             }
         };
     }
-    if let Some(path) = dead_letter {
-        rt = rt.dead_letter(path);
+    if dead_letter_channels.is_empty() {
+        if let Some(path) = dead_letter {
+            rt = rt.dead_letter(path);
+        }
+    } else {
+        // Some steps dead-letter into channels: one sink sorts the letters.
+        let file = match dead_letter {
+            Some(path) => Some(JsonLinesSink::append(&path).map_err(|error| {
+                RunError::DeadLetter {
+                    name: path.display().to_string(),
+                    error,
+                }
+            })?),
+            None => None,
+        };
+        let mut channels = Vec::new();
+        for (step, channel) in dead_letter_channels {
+            let name = format!("save:{channel}");
+            let store = store.as_ref().ok_or_else(|| no_store(name.clone()))?;
+            let sink = SaveSink::open(store, &channel).map_err(|e| RunError::Sink {
+                name,
+                error: e.into(),
+            })?;
+            channels.push((step, sink));
+        }
+        rt = rt.dead_letter_sink(DeadLetterRouter { file, channels });
     }
     if let Some(progress) = &progress {
         rt = rt.progress(progress);
@@ -366,5 +413,57 @@ where
 
     async fn flush(&mut self) -> Result<(), crate::connector::ConnectorError> {
         Sink::<&RawValue>::flush(&mut self.inner).await
+    }
+}
+
+/// The dead-letter sink of a flow some of whose steps dead-letter into
+/// channels: each letter goes to its step's channel, the others to the
+/// flow's dead-letter file (or, without one, are only counted and logged).
+struct DeadLetterRouter {
+    file: Option<JsonLinesSink>,
+    /// By step name (policies are bound per function name).
+    channels: Vec<(&'static str, SaveSink)>,
+}
+
+impl Sink<DeadLetter> for DeadLetterRouter {
+    fn name(&self) -> String {
+        let mut names: Vec<String> = self
+            .channels
+            .iter()
+            .map(|(_, sink)| format!("save:{}", sink.channel()))
+            .collect();
+        if let Some(file) = &self.file {
+            names.push(file.path().display().to_string());
+        }
+        names.join(", ")
+    }
+
+    async fn write(&mut self, items: &[DeadLetter]) -> Result<(), crate::connector::ConnectorError> {
+        for (step, sink) in &mut self.channels {
+            let picked: Vec<&DeadLetter> = items.iter().filter(|d| d.stage == *step).collect();
+            if !picked.is_empty() {
+                sink.write(&picked).await?;
+            }
+        }
+        if let Some(file) = &mut self.file {
+            let rest: Vec<&DeadLetter> = items
+                .iter()
+                .filter(|d| !self.channels.iter().any(|(step, _)| d.stage == *step))
+                .collect();
+            if !rest.is_empty() {
+                file.write(&rest).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), crate::connector::ConnectorError> {
+        for (_, sink) in &mut self.channels {
+            Sink::<&DeadLetter>::flush(sink).await?;
+        }
+        if let Some(file) = &mut self.file {
+            Sink::<&DeadLetter>::flush(file).await?;
+        }
+        Ok(())
     }
 }

@@ -16,7 +16,7 @@
 use std::any::Any;
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::value::RawValue;
 
@@ -27,6 +27,7 @@ use crate::monitor::{Metrics, Monitor, NoMonitor, StepRef};
 use crate::registry::{
     AsyncCall, BoxedSlot, DecodeFn, EncodeFn, ErasedError, ErasedStep, TypeCodec, take,
 };
+use crate::policy::{OnError, PolicyStats};
 use crate::runtime::Shutdown;
 
 mod bridge;
@@ -72,6 +73,8 @@ struct Typed {
     input: TypeCodec,
     output: TypeCodec,
     on_error: OnFailure,
+    /// With `on_error: dead_letter` to a channel: the channel.
+    dead_letter_channel: Option<String>,
     policy: Option<Applied>,
 }
 
@@ -87,6 +90,11 @@ pub enum OnFailure {
     /// Dead-letter it, then stop the flow: no further input is read, what
     /// was read is drained.
     Stop,
+    /// Skip the rest of the flow: the message as the failed step received
+    /// it goes to the sinks (as JSON, with no route target). The step's
+    /// input is encoded before each call, so this costs one encoding per
+    /// message at that step.
+    Skip,
 }
 
 /// Why a chain of steps does not fit together.
@@ -203,6 +211,7 @@ impl DynFlowBuilder {
                     input: got,
                     output: input,
                     on_error: OnFailure::DeadLetter,
+                    dead_letter_channel: None,
                     policy: None,
                 });
             }
@@ -212,6 +221,7 @@ impl DynFlowBuilder {
             input,
             output,
             on_error: OnFailure::DeadLetter,
+            dead_letter_channel: None,
             policy: None,
         });
         Ok(self)
@@ -239,9 +249,28 @@ impl DynFlowBuilder {
     }
 
     /// Sets what happens to a message the last step added fails on.
-    pub fn on_error(&mut self, on_error: OnFailure) -> &mut Self {
+    ///
+    /// [`OnFailure::Skip`] passes the step's input on to the sinks, so that
+    /// input must be writable as JSON: otherwise this fails and nothing changes.
+    pub fn on_error(&mut self, on_error: OnFailure) -> Result<&mut Self, SkipError> {
         if let Some(last) = self.nodes.last_mut() {
+            if on_error == OnFailure::Skip && last.input.encode.is_none() {
+                return Err(SkipError {
+                    step: last.node.get().info().name.to_string(),
+                    ty: last.input.name.to_string(),
+                });
+            }
             last.on_error = on_error;
+        }
+        Ok(self)
+    }
+
+    /// Dead-letters the messages the last step added fails on into the
+    /// Save/Load channel `channel`, instead of the run's dead-letter output.
+    pub fn dead_letter_channel(&mut self, channel: impl Into<String>) -> &mut Self {
+        if let Some(last) = self.nodes.last_mut() {
+            last.on_error = OnFailure::DeadLetter;
+            last.dead_letter_channel = Some(channel.into());
         }
         self
     }
@@ -289,17 +318,45 @@ impl DynFlowBuilder {
             self.nodes.iter().map(|t| t.node.get().info()).collect();
         let sync =
             infos.iter().all(|i| !i.is_async) && self.nodes.iter().all(|t| t.policy.is_none());
-        let on_error = self.nodes.iter().map(|t| t.on_error).collect();
+        let on_error: Vec<OnFailure> = self.nodes.iter().map(|t| t.on_error).collect();
+        let skip_encoders: Vec<Option<EncodeFn>> = self
+            .nodes
+            .iter()
+            .map(|t| (t.on_error == OnFailure::Skip).then_some(t.input.encode).flatten())
+            .collect();
+        let dead_letter_channels = self
+            .nodes
+            .iter()
+            .filter_map(|t| Some((t.node.get().info().name, t.dead_letter_channel.clone()?)))
+            .collect();
+        // Steps with policies, or an `on_error` other than the default, count
+        // what their policies did.
+        let stats: Vec<Option<Arc<PolicyStats>>> = self
+            .nodes
+            .iter()
+            .map(|t| match &t.policy {
+                Some(applied) => Some(applied.stats()),
+                None if t.on_error != OnFailure::DeadLetter || t.dead_letter_channel.is_some() => {
+                    Some(Arc::new(PolicyStats::new()))
+                }
+                None => None,
+            })
+            .collect();
         let policy_stats = self
             .nodes
             .iter()
-            .filter_map(|t| Some((t.node.get().info().name, t.policy.as_ref()?.stats())))
+            .zip(&stats)
+            .filter_map(|(t, s)| Some((t.node.get().info().name, s.clone()?)))
             .collect();
         Ok(DynFlow {
             routed: self.routed,
             name: self.name,
             infos: intern_steps(infos),
+            any_skip: skip_encoders.iter().any(Option::is_some),
+            skip_encoders,
             on_error,
+            error_stats: stats,
+            dead_letter_channels,
             stop: Shutdown::new(),
             policy_stats,
             policies: self.nodes.iter_mut().map(|t| t.policy.take()).collect(),
@@ -338,6 +395,18 @@ pub enum BoundaryError {
     },
 }
 
+/// `on_error: skip` on a step whose input cannot be written as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`on_error: skip` of `{step}` passes its input on to the sinks as JSON, but `{ty}` cannot be written as JSON: derive `Serialize` for it, or choose `drop`, `dead_letter` or `stop`"
+)]
+pub struct SkipError {
+    /// The step.
+    pub step: String,
+    /// Its input type.
+    pub ty: String,
+}
+
 /// A flow assembled at run time. Runs like a `flow!` flow: see the module docs.
 pub struct DynFlow {
     name: &'static str,
@@ -345,6 +414,14 @@ pub struct DynFlow {
     routed: bool,
     nodes: Vec<Node>,
     on_error: Vec<OnFailure>,
+    /// Per step with `on_error: skip`: the encoder of its input.
+    skip_encoders: Vec<Option<EncodeFn>>,
+    /// Whether any step has `on_error: skip` (one test per message otherwise).
+    any_skip: bool,
+    /// Per step: where what its `on_error` did is counted.
+    error_stats: Vec<Option<Arc<PolicyStats>>>,
+    /// Steps that dead-letter into a channel, with the channel.
+    dead_letter_channels: Vec<(&'static str, String)>,
     /// Triggered by a step whose `on_error` is [`OnFailure::Stop`].
     stop: Shutdown,
     /// Each step's policies, if any act at run time.
@@ -424,17 +501,68 @@ impl DynFlow {
         self.stop = shutdown;
     }
 
-    /// Applies the failed step's `on_error` to a failure.
+    /// The dead-letter channel of each step that has one, by step name.
+    pub fn dead_letter_channels(&self) -> &[(&'static str, String)] {
+        &self.dead_letter_channels
+    }
+
+    /// With `on_error: skip` at step `k`: its input as JSON, kept before the
+    /// call consumes it.
+    #[inline]
+    fn keep_for_skip(&self, k: usize, slot: &dyn Any) -> Option<Box<RawValue>> {
+        if !self.any_skip {
+            return None;
+        }
+        let encode = (*self.skip_encoders.get(k)?)?;
+        encode(slot).ok()
+    }
+
+    /// Applies the failed step's `on_error` to a failure; `kept` is the
+    /// step's input as JSON when its `on_error` is `skip`.
     #[cold]
-    fn failed<E: Emit<JsonOut>>(&self, step: StepRef, error: &ErasedError, out: &mut E) {
+    fn failed<E: Emit<JsonOut>>(
+        &self,
+        step: StepRef,
+        error: &ErasedError,
+        kept: Option<Box<RawValue>>,
+        out: &mut E,
+    ) {
         let failure = StepFailure {
             step,
             error: &**error,
         };
-        match self.on_error.get(step.index).copied().unwrap_or_default() {
-            OnFailure::DeadLetter => out.fail(failure),
-            OnFailure::Drop => {}
+        let stats = self.error_stats.get(step.index).and_then(Option::as_ref);
+        let action = self.on_error.get(step.index).copied().unwrap_or_default();
+        let record = |action: OnError| {
+            if let Some(stats) = stats {
+                stats.record_on_error(&action);
+            }
+        };
+        match action {
+            OnFailure::DeadLetter => {
+                record(OnError::DeadLetter { channel: None });
+                out.fail(failure)
+            }
+            OnFailure::Drop => record(OnError::Drop),
+            OnFailure::Skip => match kept {
+                Some(json) => {
+                    record(OnError::Skip);
+                    tracing::debug!(
+                        flow = self.name,
+                        step = step.info.name,
+                        %error,
+                        "step failed; message passed on unchanged (on_error: skip)"
+                    );
+                    out.emit(JsonOut { json, route: None });
+                }
+                // Its input could not be encoded: nothing to pass on.
+                None => {
+                    record(OnError::DeadLetter { channel: None });
+                    out.fail(failure)
+                }
+            },
             OnFailure::Stop => {
+                record(OnError::Stop);
                 out.fail(failure);
                 if !self.stop.is_shutdown() {
                     tracing::error!(
@@ -499,6 +627,7 @@ impl DynFlow {
             index: k,
             info: self.infos[k],
         };
+        let kept = self.keep_for_skip(k, slot);
         let result = node
             .get()
             .call_metrics(cx, slot, monitor, step, timed, &mut |s, m| {
@@ -508,7 +637,7 @@ impl DynFlow {
             Ok(n) => monitor.emitted(step, n),
             Err(e) => {
                 monitor.failed(step, &*e);
-                self.failed(step, &e, out);
+                self.failed(step, &e, kept, out);
             }
         }
     }
@@ -529,6 +658,7 @@ impl DynFlow {
             index: k,
             info: self.infos[k],
         };
+        let kept = self.keep_for_skip(k, slot);
         let result = node.get().call_bare(cx, slot, step, &mut |s, _| {
             self.run_other(k + 1, cx, s, &mut *monitor, &mut *out)
         });
@@ -536,7 +666,7 @@ impl DynFlow {
             Ok(n) => monitor.emitted(step, n),
             Err(e) => {
                 monitor.failed(step, &*e);
-                self.failed(step, &e, out);
+                self.failed(step, &e, kept, out);
             }
         }
     }
@@ -609,6 +739,7 @@ impl FlowDef for DynFlow {
                     index: k,
                     info: self.infos[k],
                 };
+                let kept = self.keep_for_skip(k, &*slot);
                 let timer = if timed {
                     Some(monitor.enter(step))
                 } else {
@@ -631,7 +762,7 @@ impl FlowDef for DynFlow {
                     }
                     Err(e) => {
                         monitor.failed(step, &*e);
-                        self.failed(step, &e, out);
+                        self.failed(step, &e, kept, out);
                     }
                 }
             }
