@@ -432,6 +432,46 @@ policies:
 }
 
 #[test]
+fn key_keeps_per_key_order_across_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut lines = String::new();
+    for i in 0..3000 {
+        lines.push_str(&format!("{{\"sensor\":\"s{}\",\"celsius\":{i}}}\n", i % 7));
+    }
+    std::fs::write(dir.path().join("in.jsonl"), lines).unwrap();
+    let yaml = format!(
+        "flows:\n  f:\n    source: {{ file: \"{d}/in.jsonl\" }}\n    steps: [yaml_to_fahrenheit]\n    sinks: [{{ file: \"{d}/out.jsonl\", fsync: false }}]\n    workers: 4\n    batch_size: 16\n    key: sensor\n"
+    );
+    let (_, summary) = run(config::load_str(&yaml, "key.yaml").expect("valid"))
+        .pop()
+        .unwrap();
+    let summary = summary.unwrap();
+    assert_eq!(summary.output, 3000);
+    assert!(
+        summary.workers.iter().filter(|n| **n > 0).count() >= 2,
+        "the keys spread over several workers: {:?}",
+        summary.workers
+    );
+    // Each sensor's readings come out in source order.
+    let mut last: std::collections::HashMap<String, f64> = Default::default();
+    for line in std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let sensor = v["sensor"].as_str().unwrap().to_string();
+        let f = v["fahrenheit"].as_f64().unwrap();
+        if let Some(prev) = last.insert(sensor.clone(), f) {
+            assert!(prev < f, "sensor {sensor}: {f} after {prev}");
+        }
+    }
+    assert_eq!(last.len(), 7);
+
+    // A key expression is checked at load, like every expression.
+    let bad = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_to_fahrenheit]\n    workers: 2\n    key: 'sensor +'\n";
+    let text = config::load_str(bad, "k.yaml").unwrap_err().to_string();
+    assert!(text.contains("k.yaml:6:10: key: "), "{text}");
+}
+
+#[test]
 fn invalid_or_unapplied_policies_are_load_errors() {
     let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_to_fahrenheit]\npolicies:\n  yaml_to_fahrenheit: { batch: { size: 10 } }\n  yaml_to_farenheit: { on_error: drop }\n";
     let errors = config::load_str(yaml, "p.yaml").unwrap_err();

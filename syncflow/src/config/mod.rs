@@ -33,6 +33,7 @@ use policies::{check_policies, step_policy};
 use steps::{Resolved, resolve_step, step_names};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_saphyr::{Location, Spanned};
 
@@ -119,8 +120,40 @@ pub struct PlannedFlow {
     pub dead_letter: Option<PathBuf>,
     /// Parallel workers.
     pub workers: usize,
+    /// The key that partitions messages across workers (`key:`).
+    pub key: Option<KeyPlan>,
     /// Records per source batch.
     pub batch_size: usize,
+}
+
+/// A checked `key:`: the expression, and how to read the flow's input as JSON.
+#[derive(Clone)]
+pub struct KeyPlan {
+    /// The compiled expression.
+    pub expr: Arc<crate::toolbox::Expr>,
+    to_value: crate::registry::ToValueFn,
+}
+
+impl std::fmt::Debug for KeyPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("KeyPlan").field(&self.expr.source()).finish()
+    }
+}
+
+impl KeyPlan {
+    /// The key's hash of one input message: equal keys, equal hashes. A
+    /// message whose key cannot be computed hashes like a `null` key (all
+    /// such messages go to one worker, in order).
+    pub fn hash(&self, input: &crate::registry::BoxedSlot) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let key = (self.to_value)(&**input)
+            .ok()
+            .and_then(|value| self.expr.eval(&value).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let mut hasher = std::hash::DefaultHasher::new();
+        key.to_string().hash(&mut hasher);
+        hasher.finish()
+    }
 }
 
 /// A checked source.
@@ -525,6 +558,35 @@ fn build_tool(name: &str, args: serde_json::Value, is_last: bool) -> Result<Buil
     }
 }
 
+/// Compiles `key:` and checks that the flow's input can be read as JSON.
+fn check_key(
+    key: &Spanned<String>,
+    flow: &DynFlow,
+    origin: &str,
+    errors: &mut ConfigErrors,
+) -> Option<KeyPlan> {
+    let at = |message: String| ConfigError::new(origin, key.referenced, message);
+    let expr = match crate::toolbox::Expr::compile(&key.value) {
+        Ok(expr) => expr,
+        Err(e) => {
+            errors.push(at(format!("key: {e}")));
+            return None;
+        }
+    };
+    let input = flow.input_codec();
+    let Some(to_value) = input.to_value else {
+        errors.push(at(format!(
+            "key: the key is computed from the input message as JSON, but the flow's input `{}` cannot be written as JSON: derive `Serialize` for it",
+            input.name
+        )));
+        return None;
+    };
+    Some(KeyPlan {
+        expr: Arc::new(expr),
+        to_value,
+    })
+}
+
 fn check_flow(
     name: &str,
     spec: Spanned<FlowSpec>,
@@ -590,10 +652,16 @@ fn check_flow(
         None
     };
 
+    let key = match (&spec.key, &flow) {
+        (Some(key), Some(flow)) => check_key(key, flow, origin, errors),
+        _ => None,
+    };
+
     if errors.len() > before {
         return None;
     }
     Some(PlannedFlow {
+        key,
         routes,
         name: name.to_string(),
         flow: flow?,

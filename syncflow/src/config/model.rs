@@ -80,6 +80,12 @@ pub struct FlowSpec {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub workers: Option<usize>,
+    /// With several workers: an expression over the input message (as
+    /// JSON) whose value picks the worker, so that messages with equal keys
+    /// are processed in source order (`key: customer_id`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub key: Option<Spanned<String>>,
     /// Records per source batch (default 4096).
     #[serde(default)]
     #[schemars(range(min = 1))]

@@ -211,6 +211,7 @@ impl PlannedFlow {
             dead_letter: self.dead_letter,
             dead_letter_channels: self.flow.dead_letter_channels().to_vec(),
             workers: self.workers,
+            key: self.key,
             batch_size: self.batch_size,
             signals,
             progress: channels.progress.clone(),
@@ -273,6 +274,7 @@ struct Options {
     /// Steps that dead-letter into a channel, with the channel.
     dead_letter_channels: Vec<(&'static str, String)>,
     workers: usize,
+    key: Option<super::KeyPlan>,
     batch_size: usize,
     shutdown: Shutdown,
     signals: bool,
@@ -290,11 +292,15 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
         dead_letter,
         dead_letter_channels,
         workers,
+        key,
         batch_size,
         shutdown,
         signals,
         progress,
     } = options;
+    if let Some(key) = key {
+        rt = rt.key_hash(Arc::new(move |input| key.hash(input)));
+    }
     let no_store = |name: String| RunError::Sink {
         name,
         error: crate::connector::ConnectorError::Other(

@@ -501,6 +501,11 @@ impl DynFlow {
         self.stop = shutdown;
     }
 
+    /// The type the flow reads (its first step's input).
+    pub fn input_codec(&self) -> TypeCodec {
+        self.input
+    }
+
     /// The dead-letter channel of each step that has one, by step name.
     pub fn dead_letter_channels(&self) -> &[(&'static str, String)] {
         &self.dead_letter_channels
