@@ -85,6 +85,29 @@ impl Resources {
 pub struct Context {
     meta: Meta,
     resources: Arc<Resources>,
+    /// Messages a worker's batched steps hold until their batch is full or
+    /// the source batch ends (one context per worker).
+    pub(crate) held: Held,
+}
+
+/// Per batched step: the messages held so far, as a JSON array being built.
+#[derive(Debug, Default)]
+pub(crate) struct Held(pub(crate) std::sync::Mutex<Vec<HeldBatch>>);
+
+/// The messages one batched step holds.
+#[derive(Debug, Default)]
+pub(crate) struct HeldBatch {
+    /// `[` and the messages so far, comma-separated (no closing `]`).
+    pub(crate) json: Vec<u8>,
+    /// How many.
+    pub(crate) count: usize,
+}
+
+impl Clone for Held {
+    /// A copied context starts with nothing held.
+    fn clone(&self) -> Self {
+        Held::default()
+    }
 }
 
 impl Context {
@@ -93,6 +116,7 @@ impl Context {
         Context {
             meta: Meta::default(),
             resources,
+            held: Held::default(),
         }
     }
 

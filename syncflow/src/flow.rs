@@ -40,6 +40,13 @@ pub trait Emit<T> {
     /// A step failed for the message being processed; the message (or, after
     /// a fan-out, that one branch of it) goes no further.
     fn fail(&mut self, failure: StepFailure<'_>);
+    /// A step that takes several messages at once (a batched step) failed on
+    /// them; `inputs` is what it was given, as a JSON array. By default this
+    /// is reported like [`Emit::fail`].
+    fn fail_batch(&mut self, failure: StepFailure<'_>, inputs: &[u8]) {
+        let _ = inputs;
+        self.fail(failure);
+    }
 }
 
 /// Collects into a `Vec`, keeping failures as text.
@@ -91,6 +98,24 @@ pub trait FlowDef: Send + Sync + 'static {
     where
         M: Monitor,
         E: Emit<Self::Output> + Send;
+    /// Runs what the flow holds back (messages collected by a batched step)
+    /// at the end of a source batch. The runtime calls it after the last
+    /// message of every batch it hands a worker, before the outputs go to
+    /// the sinks, so nothing held outlives the batch whose acknowledgement
+    /// covers it. Flows that hold nothing keep this default.
+    fn end_batch<'a, M, E>(
+        &'a self,
+        cx: &'a Context,
+        monitor: &'a mut M,
+        out: &'a mut E,
+    ) -> impl Future<Output = ()> + Send + 'a
+    where
+        M: Monitor,
+        E: Emit<Self::Output> + Send,
+    {
+        let _ = (cx, monitor, out);
+        std::future::ready(())
+    }
 }
 
 /// A flow could not start.
@@ -242,6 +267,7 @@ impl<F: FlowDef, M: Monitor> Flow<F, M> {
                 pending.await;
             }
         }
+        worker.end_batch(&mut out).await;
         worker.flush();
         Ok(out)
     }
@@ -294,6 +320,15 @@ impl<F: FlowDef, M: Monitor> Worker<F, M> {
     /// Publishes the monitor's counts (call at the end of each batch).
     pub fn flush(&mut self) {
         self.monitor.flush();
+    }
+
+    /// Runs what the flow holds back at the end of a source batch (see
+    /// [`FlowDef::end_batch`]).
+    pub fn end_batch<'a, E: Emit<F::Output> + Send>(
+        &'a mut self,
+        out: &'a mut E,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        self.def.end_batch(&self.cx, &mut self.monitor, out)
     }
 }
 

@@ -56,6 +56,25 @@ pub fn yaml_from_opaque(o: Opaque) -> u32 {
     o.0
 }
 
+/// What one batch of readings held.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchSummary {
+    pub count: usize,
+    pub sensors: String,
+}
+
+/// Sums up a batch of readings; refuses a batch with an impossible one.
+#[sync_function]
+pub fn yaml_sum_batch(readings: Vec<Reading>) -> Result<BatchSummary, String> {
+    if let Some(bad) = readings.iter().find(|r| r.celsius < -273.15) {
+        return Err(format!("{} reads below absolute zero", bad.sensor));
+    }
+    Ok(BatchSummary {
+        count: readings.len(),
+        sensors: readings.iter().map(|r| r.sensor.as_str()).collect(),
+    })
+}
+
 fn run(plan: config::Plan) -> Vec<(String, Result<RunSummary, RunError>)> {
     tokio::runtime::Runtime::new()
         .unwrap()
@@ -472,6 +491,65 @@ fn key_keeps_per_key_order_across_workers() {
 }
 
 #[test]
+fn batch_groups_messages_within_each_source_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut lines = String::new();
+    for (i, c) in "abcdefgh".chars().enumerate() {
+        let celsius = if c == 'g' { -500 } else { i as i32 };
+        lines.push_str(&format!("{{\"sensor\":\"{c}\",\"celsius\":{celsius}}}\n"));
+    }
+    std::fs::write(dir.path().join("in.jsonl"), lines).unwrap();
+    // Source batches of 4: groups of at most 3 never span two source
+    // batches (a held message is never acknowledged before it ran).
+    let yaml = format!(
+        "flows:\n  f:\n    source: {{ file: \"{d}/in.jsonl\" }}\n    steps: [yaml_drop_test_sensors, yaml_sum_batch]\n    sinks: [{{ file: \"{d}/out.jsonl\" }}]\n    dead_letter: \"{d}/dead.jsonl\"\n    batch_size: 4\npolicies:\n  yaml_sum_batch: {{ batch: {{ size: 3 }} }}\n"
+    );
+    let (_, summary) = run(config::load_str(&yaml, "b.yaml").expect("valid"))
+        .pop()
+        .unwrap();
+    let summary = summary.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap(),
+        "{\"count\":3,\"sensors\":\"abc\"}\n{\"count\":1,\"sensors\":\"d\"}\n{\"count\":1,\"sensors\":\"h\"}\n"
+    );
+    // The group with the impossible reading is dead-lettered whole.
+    let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+    let letter: syncflow::runtime::DeadLetter = serde_json::from_str(dead.trim()).unwrap();
+    assert_eq!(letter.stage, "yaml_sum_batch");
+    assert!(letter.error.contains("g reads below absolute zero"), "{dead}");
+    let group: Vec<serde_json::Value> = serde_json::from_str(&letter.input).unwrap();
+    let sensors: Vec<&str> = group.iter().map(|r| r["sensor"].as_str().unwrap()).collect();
+    assert_eq!(sensors, ["e", "f", "g"]);
+    assert_eq!((summary.input, summary.output, summary.failed), (8, 3, 1));
+
+    // The toolbox's batch / unbatch round trip, and throttle's wait.
+    let yaml = format!(
+        "flows:\n  arrays:\n    source: {{ file: \"{d}/in.jsonl\" }}\n    steps: [{{ batch: {{ size: 5 }} }}]\n    sinks: [{{ file: \"{d}/arrays.jsonl\" }}]\n  back:\n    source: {{ file: \"{d}/in.jsonl\" }}\n    steps: [{{ batch: {{ size: 5 }} }}, unbatch, {{ throttle: {{ rate: 6/s }} }}]\n    sinks: [{{ file: \"{d}/back.jsonl\" }}]\n"
+    );
+    let results = run(config::load_str(&yaml, "t.yaml").expect("valid"));
+    let arrays = std::fs::read_to_string(dir.path().join("arrays.jsonl")).unwrap();
+    let sizes: Vec<usize> = arrays
+        .lines()
+        .map(|l| serde_json::from_str::<Vec<serde_json::Value>>(l).unwrap().len())
+        .collect();
+    assert_eq!(sizes, [5, 3]);
+    let input = std::fs::read_to_string(dir.path().join("in.jsonl")).unwrap();
+    let back = std::fs::read_to_string(dir.path().join("back.jsonl")).unwrap();
+    let parse = |text: &str| -> Vec<serde_json::Value> {
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    assert_eq!(parse(&back), parse(&input));
+    let back_summary = results.iter().find(|(n, _)| n == "back").unwrap().1.as_ref().unwrap();
+    let throttle = back_summary.policies.iter().find(|(n, _)| n == "throttle");
+    assert!(
+        throttle.is_some_and(|(_, c)| c.rate_limited > 0),
+        "throttle waited for its rate: {:?}",
+        back_summary.policies
+    );
+}
+
+#[test]
 fn invalid_or_unapplied_policies_are_load_errors() {
     let yaml = "flows:\n  f:\n    source: { stdin: true }\n    steps: [yaml_to_fahrenheit]\npolicies:\n  yaml_to_fahrenheit: { batch: { size: 10 } }\n  yaml_to_farenheit: { on_error: drop }\n";
     let errors = config::load_str(yaml, "p.yaml").unwrap_err();
@@ -482,7 +560,7 @@ fn invalid_or_unapplied_policies_are_load_errors() {
     );
     assert!(
         text.contains(
-            "p.yaml:4:13: policy `batch` of `yaml_to_fahrenheit` is not applied to YAML flows"
+            "p.yaml:4:13: batched step `yaml_to_fahrenheit` takes `yaml_flows::Reading`, but with `batch` it gets the previous step's `serde_json::value::Value` messages in groups"
         ),
         "{text}"
     );

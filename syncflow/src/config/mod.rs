@@ -354,7 +354,26 @@ pub(crate) fn build_chain(
             match build_tool(&tool, args, is_last) {
                 Ok(Built::Route(node)) if !chain_ok => route_targets = Some(node.targets()),
                 Ok(Built::Tool(_)) if !chain_ok => {}
+                Ok(Built::Tool(node)) if matches!(node.tool(), Some(Tool::Batch(_))) => {
+                    let size = match node.tool() {
+                        Some(Tool::Batch(b)) => b.size(),
+                        _ => 1,
+                    };
+                    if let Err(e) = builder.batched_step(
+                        Node::Owned(Box::new(node)),
+                        TypeCodec::json(),
+                        TypeCodec::json(),
+                        size,
+                    ) {
+                        errors.push(at(loc, e.to_string()));
+                        chain_ok = false;
+                    }
+                }
                 Ok(Built::Tool(node)) => {
+                    let throttle = match node.tool() {
+                        Some(Tool::Throttle(t)) => Some(t.rate()),
+                        _ => None,
+                    };
                     if let Err(e) = builder.step(
                         Node::Owned(Box::new(node)),
                         TypeCodec::json(),
@@ -362,6 +381,17 @@ pub(crate) fn build_chain(
                     ) {
                         errors.push(at(loc, e.to_string()));
                         chain_ok = false;
+                    } else if let Some(rate) = throttle {
+                        // `throttle` waits for its rate like a step's `rate_limit`.
+                        let policy = Policy {
+                            rate_limit: Some(rate),
+                            ..Policy::default()
+                        };
+                        if let Ok(Some(applied)) =
+                            crate::dynamic::Applied::new("throttle", &policy, &TypeCodec::json())
+                        {
+                            builder.policy(applied);
+                        }
                     }
                 }
                 Ok(Built::Route(node)) => {
@@ -457,12 +487,6 @@ pub(crate) fn build_chain(
             },
             None => node,
         };
-        let pushed = builder.step(node, input, output);
-        if let Err(e) = pushed {
-            errors.push(at(loc, e.to_string()));
-            chain_ok = false;
-            continue;
-        }
         let policy = step_policy(
             step_name,
             &attribute,
@@ -471,6 +495,21 @@ pub(crate) fn build_chain(
             &|message| at(loc, message),
             errors,
         );
+        let pushed = match policy.batch {
+            Some(size) => builder
+                .batched_step(node, input, output, size)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => builder
+                .step(node, input, output)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = pushed {
+            errors.push(at(loc, e));
+            chain_ok = false;
+            continue;
+        }
         if let Err(e) = builder.on_error(policy.on_error) {
             errors.push(at(loc, e.to_string()));
         }

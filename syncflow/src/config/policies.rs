@@ -44,6 +44,8 @@ pub(super) fn check_policies(
 /// channel, the channel), and retry, timeout, rate limit and concurrency
 /// ready to apply.
 pub(super) struct StepPolicy {
+    /// With `batch`: the most messages per call.
+    pub(super) batch: Option<usize>,
     pub(super) on_error: OnFailure,
     pub(super) dead_letter_channel: Option<String>,
     pub(super) applied: Option<Applied>,
@@ -60,11 +62,21 @@ pub(super) fn step_policy(
     errors: &mut ConfigErrors,
 ) -> StepPolicy {
     let policy: Policy = policies.resolve(function, attribute);
-    if policy.batch.is_some() {
-        errors.push(at(format!(
-            "policy `batch` of `{function}` is not applied to YAML flows by this version of syncflow (no step takes batches yet); remove it (it would be ignored)"
-        )));
-    }
+    let batch = match &policy.batch {
+        None => None,
+        Some(batching) => match batching.size {
+            Some(size) if (1..=crate::toolbox::MAX_BATCH_SIZE).contains(&size) => Some(size),
+            Some(size) => {
+                errors.push(at(format!(
+                    "policy `batch` of `{function}`: size must be between 1 and {}, not {size}",
+                    crate::toolbox::MAX_BATCH_SIZE
+                )));
+                None
+            }
+            // The documented default.
+            None => Some(100),
+        },
+    };
     let applied = match Applied::new(function, &policy, input) {
         Ok(applied) => applied,
         Err(e) => {
@@ -89,6 +101,7 @@ pub(super) fn step_policy(
         OnError::Skip => OnFailure::Skip,
     };
     StepPolicy {
+        batch,
         on_error,
         dead_letter_channel,
         applied,

@@ -343,25 +343,27 @@ pub enum ConnectorError {
     },
     /// A server (broker, database, HTTP endpoint) refused or failed an
     /// operation, or could not be reached.
-    #[error(
-        "{connector} `{target}`: cannot {action}: {message}{}",
-        hint_text(hint)
-    )]
-    Server {
-        /// The connector (`nats`, `redis`, `postgres`...).
-        connector: &'static str,
-        /// What it talks to: a stream, queue, table or address (never a password).
-        target: String,
-        /// What was being done ("connect", "publish", "ack").
-        action: &'static str,
-        /// The server's or client library's message.
-        message: String,
-        /// What to do about it (may be empty).
-        hint: String,
-    },
+    #[error(transparent)]
+    Server(Box<ServerError>),
     /// Any other failure of a connector (for connectors outside this crate).
     #[error(transparent)]
     Other(Box<dyn StdError + Send + Sync + 'static>),
+}
+
+/// What a server refused or failed, where, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{connector} `{target}`: cannot {action}: {message}{}", hint_text(hint))]
+pub struct ServerError {
+    /// The connector (`nats`, `redis`, `postgres`...).
+    pub connector: &'static str,
+    /// What it talks to: a stream, queue, table or address (never a password).
+    pub target: String,
+    /// What was being done ("connect", "publish", "ack").
+    pub action: &'static str,
+    /// The server's or client library's message.
+    pub message: String,
+    /// What to do about it (may be empty).
+    pub hint: String,
 }
 
 fn hint_text(hint: &str) -> String {
@@ -381,13 +383,13 @@ impl ConnectorError {
         message: impl fmt::Display,
         hint: impl Into<String>,
     ) -> Self {
-        ConnectorError::Server {
+        ConnectorError::Server(Box::new(ServerError {
             connector,
             target: target.into(),
             action,
             message: message.to_string(),
             hint: hint.into(),
-        }
+        }))
     }
 
     pub(crate) fn io(

@@ -76,6 +76,17 @@ struct Typed {
     /// With `on_error: dead_letter` to a channel: the channel.
     dead_letter_channel: Option<String>,
     policy: Option<Applied>,
+    /// A batched step: how its input is grouped.
+    batch: Option<BatchSpec>,
+}
+
+/// How a batched step's input is grouped: up to `size` messages, each
+/// encoded as JSON, decoded together as the step's input type.
+#[derive(Clone, Copy)]
+struct BatchSpec {
+    size: usize,
+    encode: EncodeFn,
+    decode: DecodeFn,
 }
 
 /// What a [`DynFlow`] does with a message a step failed on (the part of
@@ -213,6 +224,7 @@ impl DynFlowBuilder {
                     on_error: OnFailure::DeadLetter,
                     dead_letter_channel: None,
                     policy: None,
+                    batch: None,
                 });
             }
         }
@@ -223,6 +235,60 @@ impl DynFlowBuilder {
             on_error: OnFailure::DeadLetter,
             dead_letter_channel: None,
             policy: None,
+            batch: None,
+        });
+        Ok(self)
+    }
+
+    /// Appends a step that takes its input in groups: the previous step's
+    /// messages are held until `size` of them are there, or the source
+    /// batch ends, then encoded as one JSON array and decoded as the step's
+    /// `input` (so a step taking `Vec<T>` after a step emitting `T`, or any
+    /// step after a JSON one).
+    pub fn batched_step(
+        &mut self,
+        node: Node,
+        input: TypeCodec,
+        output: TypeCodec,
+        size: usize,
+    ) -> Result<&mut Self, BatchError> {
+        let name = node.get().info().name;
+        let prev = self
+            .nodes
+            .last()
+            .map_or(TypeCodec::json(), |t| t.output);
+        let expected = format!("alloc::vec::Vec<{}>", prev.name);
+        let takes_list = input.is_json() || input.name.starts_with("alloc::vec::Vec<");
+        if !takes_list || (!prev.is_json() && input.name != expected) {
+            return Err(BatchError::Mismatch {
+                step: name.to_string(),
+                wants: input.name.to_string(),
+                got: prev.name.to_string(),
+            });
+        }
+        let (Some(encode), Some(decode)) = (prev.encode, input.decode) else {
+            return Err(BatchError::NotJson {
+                step: name.to_string(),
+                ty: if prev.encode.is_none() {
+                    prev.name
+                } else {
+                    input.name
+                }
+                .to_string(),
+            });
+        };
+        self.nodes.push(Typed {
+            node,
+            input: prev,
+            output,
+            on_error: OnFailure::DeadLetter,
+            dead_letter_channel: None,
+            policy: None,
+            batch: Some(BatchSpec {
+                size: size.max(1),
+                encode,
+                decode,
+            }),
         });
         Ok(self)
     }
@@ -254,6 +320,12 @@ impl DynFlowBuilder {
     /// input must be writable as JSON: otherwise this fails and nothing changes.
     pub fn on_error(&mut self, on_error: OnFailure) -> Result<&mut Self, SkipError> {
         if let Some(last) = self.nodes.last_mut() {
+            if on_error == OnFailure::Skip && last.batch.is_some() {
+                return Err(SkipError {
+                    step: last.node.get().info().name.to_string(),
+                    ty: "a batch of messages".to_string(),
+                });
+            }
             if on_error == OnFailure::Skip && last.input.encode.is_none() {
                 return Err(SkipError {
                     step: last.node.get().info().name.to_string(),
@@ -314,8 +386,21 @@ impl DynFlowBuilder {
                 });
             }
         };
-        let infos: Vec<&'static StepInfo> =
-            self.nodes.iter().map(|t| t.node.get().info()).collect();
+        // A batched step emits per group, not per message: its outputs are
+        // counted explicitly (as a fan-out's are), not derived from its calls.
+        let infos: Vec<&'static StepInfo> = self
+            .nodes
+            .iter()
+            .map(|t| {
+                let info = t.node.get().info();
+                if t.batch.is_some() {
+                    counted_info(info)
+                } else {
+                    info
+                }
+            })
+            .collect();
+        let batches: Vec<Option<BatchSpec>> = self.nodes.iter().map(|t| t.batch).collect();
         let sync =
             infos.iter().all(|i| !i.is_async) && self.nodes.iter().all(|t| t.policy.is_none());
         let on_error: Vec<OnFailure> = self.nodes.iter().map(|t| t.on_error).collect();
@@ -352,6 +437,8 @@ impl DynFlowBuilder {
             routed: self.routed,
             name: self.name,
             infos: intern_steps(infos),
+            any_batch: batches.iter().any(Option::is_some),
+            batches,
             any_skip: skip_encoders.iter().any(Option::is_some),
             skip_encoders,
             on_error,
@@ -395,6 +482,33 @@ pub enum BoundaryError {
     },
 }
 
+/// A step cannot take its input in batches.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The step does not take a list of what the previous step emits.
+    #[error(
+        "batched step `{step}` takes `{wants}`, but with `batch` it gets the previous step's `{got}` messages in groups: make it take `Vec<{got}>`, or remove `batch`"
+    )]
+    Mismatch {
+        /// The batched step.
+        step: String,
+        /// What it takes.
+        wants: String,
+        /// What the previous step emits.
+        got: String,
+    },
+    /// A group is passed as a JSON array, which this type cannot be part of.
+    #[error(
+        "batched step `{step}`: groups are passed as JSON arrays, but `{ty}` cannot be written or read as JSON: derive `Serialize` and `Deserialize` for it"
+    )]
+    NotJson {
+        /// The batched step.
+        step: String,
+        /// The type without JSON support.
+        ty: String,
+    },
+}
+
 /// `on_error: skip` on a step whose input cannot be written as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -418,6 +532,10 @@ pub struct DynFlow {
     skip_encoders: Vec<Option<EncodeFn>>,
     /// Whether any step has `on_error: skip` (one test per message otherwise).
     any_skip: bool,
+    /// Per batched step: how it groups its input.
+    batches: Vec<Option<BatchSpec>>,
+    /// Whether any step is batched.
+    any_batch: bool,
     /// Per step: where what its `on_error` did is counted.
     error_stats: Vec<Option<Arc<PolicyStats>>>,
     /// Steps that dead-letter into a channel, with the channel.
@@ -530,6 +648,7 @@ impl DynFlow {
         step: StepRef,
         error: &ErasedError,
         kept: Option<Box<RawValue>>,
+        group: Option<&[u8]>,
         out: &mut E,
     ) {
         let failure = StepFailure {
@@ -543,10 +662,15 @@ impl DynFlow {
                 stats.record_on_error(&action);
             }
         };
+        // A batched step failed on a whole group: the letter holds the group.
+        let fail = |out: &mut E, failure: StepFailure<'_>| match group {
+            Some(inputs) => out.fail_batch(failure, inputs),
+            None => out.fail(failure),
+        };
         match action {
             OnFailure::DeadLetter => {
                 record(OnError::DeadLetter { channel: None });
-                out.fail(failure)
+                fail(out, failure)
             }
             OnFailure::Drop => record(OnError::Drop),
             OnFailure::Skip => match kept {
@@ -563,12 +687,12 @@ impl DynFlow {
                 // Its input could not be encoded: nothing to pass on.
                 None => {
                     record(OnError::DeadLetter { channel: None });
-                    out.fail(failure)
+                    fail(out, failure)
                 }
             },
             OnFailure::Stop => {
                 record(OnError::Stop);
-                out.fail(failure);
+                fail(out, failure);
                 if !self.stop.is_shutdown() {
                     tracing::error!(
                         flow = self.name,
@@ -632,6 +756,19 @@ impl DynFlow {
             index: k,
             info: self.infos[k],
         };
+        let (mut group, bytes) = match self.hold(k, cx, slot) {
+            Hold::Pass => (None, None),
+            Hold::Kept => return,
+            Hold::Full(group, bytes) => (Some(group), Some(bytes)),
+            Hold::Failed(e, bytes) => {
+                monitor.failed(step, &*e);
+                return self.failed(step, &e, None, bytes.as_deref(), out);
+            }
+        };
+        let slot: &mut dyn Any = match group.as_mut() {
+            Some(group) => &mut **group,
+            None => slot,
+        };
         let kept = self.keep_for_skip(k, slot);
         let result = node
             .get()
@@ -642,7 +779,7 @@ impl DynFlow {
             Ok(n) => monitor.emitted(step, n),
             Err(e) => {
                 monitor.failed(step, &*e);
-                self.failed(step, &e, kept, out);
+                self.failed(step, &e, kept, bytes.as_deref(), out);
             }
         }
     }
@@ -663,6 +800,19 @@ impl DynFlow {
             index: k,
             info: self.infos[k],
         };
+        let (mut group, bytes) = match self.hold(k, cx, slot) {
+            Hold::Pass => (None, None),
+            Hold::Kept => return,
+            Hold::Full(group, bytes) => (Some(group), Some(bytes)),
+            Hold::Failed(e, bytes) => {
+                monitor.failed(step, &*e);
+                return self.failed(step, &e, None, bytes.as_deref(), out);
+            }
+        };
+        let slot: &mut dyn Any = match group.as_mut() {
+            Some(group) => &mut **group,
+            None => slot,
+        };
         let kept = self.keep_for_skip(k, slot);
         let result = node.get().call_bare(cx, slot, step, &mut |s, _| {
             self.run_other(k + 1, cx, s, &mut *monitor, &mut *out)
@@ -671,10 +821,231 @@ impl DynFlow {
             Ok(n) => monitor.emitted(step, n),
             Err(e) => {
                 monitor.failed(step, &*e);
-                self.failed(step, &e, kept, out);
+                self.failed(step, &e, kept, bytes.as_deref(), out);
             }
         }
     }
+
+    /// Runs the message in `slot` from step `k` on, synchronously, with any
+    /// monitor.
+    fn run_from_now<M: Monitor, E: Emit<JsonOut>>(
+        &self,
+        k: usize,
+        cx: &Context,
+        slot: &mut dyn Any,
+        monitor: &mut M,
+        timed: bool,
+        out: &mut E,
+    ) {
+        let any: &mut dyn Any = monitor;
+        if let Some(metrics) = any.downcast_mut::<Metrics>() {
+            self.run_metrics(k, cx, slot, metrics, timed, out);
+        } else if let Some(bare) = any.downcast_mut::<NoMonitor>() {
+            self.run_other(k, cx, slot, bare, out);
+        } else {
+            self.run_other(k, cx, slot, monitor, out);
+        }
+    }
+
+    /// Runs the message in `slot` from step `k` on, on the async path.
+    async fn run_from<M: Monitor, E: Emit<JsonOut> + Send>(
+        &self,
+        k: usize,
+        cx: &Context,
+        input: BoxedSlot,
+        monitor: &mut M,
+        timed: bool,
+        out: &mut E,
+    ) {
+        // Depth first, so that outputs keep the order of a fan-out.
+        let mut stack: Vec<(usize, BoxedSlot)> = vec![(k, input)];
+        while let Some((k, mut slot)) = stack.pop() {
+            let Some(node) = self.nodes.get(k) else {
+                self.finish(&mut *slot, out);
+                continue;
+            };
+            let step = StepRef {
+                index: k,
+                info: self.infos[k],
+            };
+            let mut bytes = None;
+            match self.hold(k, cx, &*slot) {
+                Hold::Pass => {}
+                Hold::Kept => continue,
+                Hold::Full(group, held) => {
+                    slot = group;
+                    bytes = Some(held);
+                }
+                Hold::Failed(e, held) => {
+                    monitor.failed(step, &*e);
+                    self.failed(step, &e, None, held.as_deref(), out);
+                    continue;
+                }
+            }
+            let kept = self.keep_for_skip(k, &*slot);
+            let timer = if timed {
+                Some(monitor.enter(step))
+            } else {
+                None
+            };
+            let result = match self.policies.get(k).and_then(Option::as_ref) {
+                Some(applied) => applied.call(node.get(), cx, &mut *slot).await,
+                None => {
+                    let call: AsyncCall<'_> = node.get().call_async(cx, &mut *slot);
+                    call.await
+                }
+            };
+            if let Some(timer) = timer {
+                monitor.exit(step, timer);
+            }
+            match result {
+                Ok(items) => {
+                    monitor.emitted(step, items.len());
+                    stack.extend(items.into_iter().rev().map(|item| (k + 1, item)));
+                }
+                Err(e) => {
+                    monitor.failed(step, &*e);
+                    self.failed(step, &e, kept, bytes.as_deref(), out);
+                }
+            }
+        }
+    }
+
+    /// Calls batched step `k` with a full `group` (whose JSON is `bytes`),
+    /// then runs what it emits through the rest of the flow.
+    async fn run_group<M: Monitor, E: Emit<JsonOut> + Send>(
+        &self,
+        k: usize,
+        cx: &Context,
+        (mut group, bytes): (BoxedSlot, Vec<u8>),
+        monitor: &mut M,
+        timed: bool,
+        out: &mut E,
+    ) {
+        let (Some(node), Some(&info)) = (self.nodes.get(k), self.infos.get(k)) else {
+            return;
+        };
+        let step = StepRef { index: k, info };
+        let result = if self.sync {
+            let any: &mut dyn Any = monitor;
+            if let Some(metrics) = any.downcast_mut::<Metrics>() {
+                let result =
+                    node.get()
+                        .call_metrics(cx, &mut *group, metrics, step, timed, &mut |s, m| {
+                            self.run_metrics(k + 1, cx, s, m, timed, out)
+                        });
+                if let Ok(n) = &result {
+                    metrics.emitted(step, *n);
+                }
+                result.map(|_| ())
+            } else {
+                let result = node.get().call_bare(cx, &mut *group, step, &mut |s, _| {
+                    self.run_other(k + 1, cx, s, &mut *monitor, &mut *out)
+                });
+                if let Ok(n) = &result {
+                    monitor.emitted(step, *n);
+                }
+                result.map(|_| ())
+            }
+        } else {
+            let result = match self.policies.get(k).and_then(Option::as_ref) {
+                Some(applied) => applied.call(node.get(), cx, &mut *group).await,
+                None => {
+                    let call: AsyncCall<'_> = node.get().call_async(cx, &mut *group);
+                    call.await
+                }
+            };
+            match result {
+                Ok(items) => {
+                    monitor.emitted(step, items.len());
+                    for item in items {
+                        Box::pin(self.run_from(k + 1, cx, item, monitor, timed, out)).await;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = result {
+            monitor.failed(step, &*e);
+            self.failed(step, &e, None, Some(&bytes), out);
+        }
+    }
+
+    /// At a batched step `k`: adds the message in `slot` to the group the
+    /// worker holds, and hands the group over once it is full.
+    #[inline]
+    fn hold(&self, k: usize, cx: &Context, slot: &dyn Any) -> Hold {
+        if !self.any_batch {
+            return Hold::Pass;
+        }
+        let Some(Some(spec)) = self.batches.get(k) else {
+            return Hold::Pass;
+        };
+        let json = match (spec.encode)(slot) {
+            Ok(json) => json,
+            Err(e) => return Hold::Failed(Box::new(e), None),
+        };
+        let mut held = cx.held.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() <= k {
+            held.resize_with(k + 1, Default::default);
+        }
+        let batch = &mut held[k];
+        batch.json.push(if batch.count == 0 { b'[' } else { b',' });
+        batch.json.extend_from_slice(json.get().as_bytes());
+        batch.count += 1;
+        if batch.count < spec.size {
+            return Hold::Kept;
+        }
+        let bytes = close_group(batch);
+        drop(held);
+        decode_group(spec, bytes)
+    }
+}
+
+/// What [`DynFlow::hold`] did with a message.
+enum Hold {
+    /// The step is not batched: call it with the message.
+    Pass,
+    /// The message joined the group held for the step.
+    Kept,
+    /// The group is full: call the step with it (and its JSON, for dead letters).
+    Full(BoxedSlot, Vec<u8>),
+    /// The message could not join, or the group could not be read back.
+    Failed(ErasedError, Option<Vec<u8>>),
+}
+
+/// Ends a held group's JSON array and empties the group.
+fn close_group(batch: &mut crate::context::HeldBatch) -> Vec<u8> {
+    batch.json.push(b']');
+    batch.count = 0;
+    std::mem::take(&mut batch.json)
+}
+
+fn decode_group(spec: &BatchSpec, bytes: Vec<u8>) -> Hold {
+    match (spec.decode)(&bytes) {
+        Ok(group) => Hold::Full(group, bytes),
+        Err(e) => Hold::Failed(Box::new(e), Some(bytes)),
+    }
+}
+
+/// A copy of a batched step's description that counts its outputs
+/// explicitly (one per message list the step emits for a whole group).
+fn counted_info(info: &'static StepInfo) -> &'static StepInfo {
+    static COPIES: OnceLock<Mutex<std::collections::HashMap<usize, &'static StepInfo>>> =
+        OnceLock::new();
+    let mut copies = COPIES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    copies
+        .entry(info as *const StepInfo as usize)
+        .or_insert_with(|| {
+            Box::leak(Box::new(StepInfo {
+                shape: Shape::FallibleFanOut,
+                ..*info
+            }))
+        })
 }
 
 impl FlowDef for DynFlow {
@@ -705,15 +1076,7 @@ impl FlowDef for DynFlow {
         E: Emit<JsonOut>,
     {
         let timed = monitor.begin();
-        let slot: &mut dyn Any = &mut *input;
-        let any: &mut dyn Any = monitor;
-        if let Some(metrics) = any.downcast_mut::<Metrics>() {
-            self.run_metrics(0, cx, slot, metrics, timed, out);
-        } else if let Some(bare) = any.downcast_mut::<NoMonitor>() {
-            self.run_other(0, cx, slot, bare, out);
-        } else {
-            self.run_other(0, cx, slot, monitor, out);
-        }
+        self.run_from_now(0, cx, &mut *input, monitor, timed, out);
     }
 
     #[allow(clippy::manual_async_fn)] // the trait's signature spells out `Send`
@@ -733,43 +1096,52 @@ impl FlowDef for DynFlow {
                 return self.process_now(cx, monitor, input, out);
             }
             let timed = monitor.begin();
-            // Depth first, so that outputs keep the order of a fan-out.
-            let mut stack: Vec<(usize, BoxedSlot)> = vec![(0, input)];
-            while let Some((k, mut slot)) = stack.pop() {
-                let Some(node) = self.nodes.get(k) else {
-                    self.finish(&mut *slot, out);
+            self.run_from(0, cx, input, monitor, timed, out).await;
+        }
+    }
+
+    #[allow(clippy::manual_async_fn)] // the trait's signature spells out `Send`
+    fn end_batch<'a, M, E>(
+        &'a self,
+        cx: &'a Context,
+        monitor: &'a mut M,
+        out: &'a mut E,
+    ) -> impl Future<Output = ()> + Send + 'a
+    where
+        M: Monitor,
+        E: Emit<JsonOut> + Send,
+    {
+        async move {
+            if !self.any_batch {
+                return;
+            }
+            // In step order: running one group may fill a later step's.
+            for k in 0..self.batches.len() {
+                let Some(spec) = self.batches[k] else {
                     continue;
                 };
+                let bytes = {
+                    let mut held = cx.held.0.lock().unwrap_or_else(|p| p.into_inner());
+                    match held.get_mut(k) {
+                        Some(batch) if batch.count > 0 => close_group(batch),
+                        _ => continue,
+                    }
+                };
+                let timed = monitor.begin();
                 let step = StepRef {
                     index: k,
                     info: self.infos[k],
                 };
-                let kept = self.keep_for_skip(k, &*slot);
-                let timer = if timed {
-                    Some(monitor.enter(step))
-                } else {
-                    None
-                };
-                let result = match self.policies.get(k).and_then(Option::as_ref) {
-                    Some(applied) => applied.call(node.get(), cx, &mut *slot).await,
-                    None => {
-                        let call: AsyncCall<'_> = node.get().call_async(cx, &mut *slot);
-                        call.await
-                    }
-                };
-                if let Some(timer) = timer {
-                    monitor.exit(step, timer);
-                }
-                match result {
-                    Ok(items) => {
-                        monitor.emitted(step, items.len());
-                        stack.extend(items.into_iter().rev().map(|item| (k + 1, item)));
-                    }
-                    Err(e) => {
+                let group = match decode_group(&spec, bytes) {
+                    Hold::Full(group, bytes) => (group, bytes),
+                    Hold::Failed(e, bytes) => {
                         monitor.failed(step, &*e);
-                        self.failed(step, &e, kept, out);
+                        self.failed(step, &e, None, bytes.as_deref(), out);
+                        continue;
                     }
-                }
+                    Hold::Pass | Hold::Kept => continue,
+                };
+                self.run_group(k, cx, group, monitor, timed, out).await;
             }
         }
     }

@@ -42,8 +42,16 @@ impl ToolNode {
         ToolNode { info, cell }
     }
 
+    /// The operator.
+    pub fn tool(&self) -> Option<&Tool> {
+        match &self.cell {
+            Cell::Shared(tool) => Some(tool),
+            Cell::Locked(_) => None,
+        }
+    }
+
     /// Applies the operator to the message in `slot`.
-    fn apply(&self, slot: &mut dyn Any) -> Result<Option<Value>, ErasedError> {
+    fn apply(&self, slot: &mut dyn Any) -> Result<Emitted<Value>, ErasedError> {
         let Some(message) = take::<Value>(slot) else {
             return Err(slot_error(self.info, "serde_json::Value"));
         };
@@ -61,10 +69,11 @@ impl ToolNode {
             }
         };
         match outcome.map_err(|e| Box::new(e) as ErasedError)? {
-            ToolOutcome::One(v) => Ok(Some(v)),
-            ToolOutcome::Drop => Ok(None),
+            ToolOutcome::One(v) => Ok(Emitted::One(v)),
+            ToolOutcome::Drop => Ok(Emitted::None),
+            ToolOutcome::Many(items) => Ok(Emitted::Many(items)),
             // `route` is the flow's last step, applied by the flow itself.
-            ToolOutcome::To { message, .. } => Ok(Some(message)),
+            ToolOutcome::To { message, .. } => Ok(Emitted::One(message)),
         }
     }
 }
@@ -97,7 +106,7 @@ impl JsonStep for ToolNode {
     fn info(&self) -> &'static StepInfo {
         self.info
     }
-    fn apply(&self, slot: &mut dyn Any) -> Result<Option<Value>, ErasedError> {
+    fn apply(&self, slot: &mut dyn Any) -> Result<Emitted<Value>, ErasedError> {
         ToolNode::apply(self, slot)
     }
 }
@@ -131,16 +140,16 @@ impl RouteNode {
         self.route.targets().iter().map(|t| t.to_string()).collect()
     }
 
-    fn apply(&self, slot: &mut dyn Any) -> Result<Option<Routed>, ErasedError> {
+    fn apply(&self, slot: &mut dyn Any) -> Result<Emitted<Routed>, ErasedError> {
         let Some(message) = take::<Value>(slot) else {
             return Err(slot_error(self.info, "serde_json::Value"));
         };
         match self.route.route_index(&message) {
-            Ok(Some(target)) => Ok(Some(Routed {
+            Ok(Some(target)) => Ok(Emitted::One(Routed {
                 value: message,
                 target: u16::try_from(target).unwrap_or(u16::MAX),
             })),
-            Ok(None) => Ok(None),
+            Ok(None) => Ok(Emitted::None),
             Err(e) => Err(Box::new(e)),
         }
     }
@@ -151,19 +160,29 @@ impl JsonStep for RouteNode {
     fn info(&self) -> &'static StepInfo {
         self.info
     }
-    fn apply(&self, slot: &mut dyn Any) -> Result<Option<Routed>, ErasedError> {
+    fn apply(&self, slot: &mut dyn Any) -> Result<Emitted<Routed>, ErasedError> {
         RouteNode::apply(self, slot)
     }
 }
 
-/// A built-in step that takes a JSON message and emits at most one `Out`.
+/// What a built-in step emitted for one message.
+pub(crate) enum Emitted<T> {
+    /// Nothing: the message was dropped.
+    None,
+    /// One message.
+    One(T),
+    /// Several messages, in order.
+    Many(Vec<T>),
+}
+
+/// A built-in step that takes a JSON message and emits `Out`s.
 pub(crate) trait JsonStep: Send + Sync + 'static {
     /// What it emits.
     type Out: Send + 'static;
     /// Its description.
     fn info(&self) -> &'static StepInfo;
-    /// Takes the message out of `slot`; `None` drops it.
-    fn apply(&self, slot: &mut dyn Any) -> Result<Option<Self::Out>, ErasedError>;
+    /// Takes the message out of `slot`.
+    fn apply(&self, slot: &mut dyn Any) -> Result<Emitted<Self::Out>, ErasedError>;
 }
 
 /// Calls a [`JsonStep`], timed when asked, then hands on what it emitted.
@@ -181,11 +200,18 @@ fn run_json_step<S: JsonStep, M: Monitor>(
         monitor.exit(step, timer);
     }
     match result? {
-        Some(out) => {
+        Emitted::One(out) => {
             next(&mut Some(out), monitor);
             Ok(1)
         }
-        None => Ok(0),
+        Emitted::None => Ok(0),
+        Emitted::Many(items) => {
+            let n = items.len();
+            for item in items {
+                next(&mut Some(item), monitor);
+            }
+            Ok(n)
+        }
     }
 }
 
@@ -222,11 +248,13 @@ impl<S: JsonStep> ErasedStep for S {
     }
     fn call_async<'a>(&'a self, _: &'a Context, slot: &mut dyn Any) -> AsyncCall<'a> {
         let result = self.apply(slot);
+        let boxed = |out: S::Out| Box::new(Some(out)) as BoxedSlot;
         Box::pin(async move {
-            Ok(result?
-                .map(|out| Box::new(Some(out)) as BoxedSlot)
-                .into_iter()
-                .collect())
+            Ok(match result? {
+                Emitted::None => Vec::new(),
+                Emitted::One(out) => vec![boxed(out)],
+                Emitted::Many(items) => items.into_iter().map(boxed).collect(),
+            })
         })
     }
 }

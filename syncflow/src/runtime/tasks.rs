@@ -248,6 +248,11 @@ impl<O: Send> Emit<O> for BatchEmit<'_, O> {
     }
 
     fn fail(&mut self, failure: StepFailure<'_>) {
+        let raw = self.raw;
+        self.fail_batch(failure, raw);
+    }
+
+    fn fail_batch(&mut self, failure: StepFailure<'_>, inputs: &[u8]) {
         self.failures += 1;
         let error = failure.error.to_string();
         tracing::warn!(
@@ -265,7 +270,7 @@ impl<O: Send> Emit<O> for BatchEmit<'_, O> {
                 stage: failure.step.info.name.to_string(),
                 step_index: Some(failure.step.index),
                 error,
-                input: String::from_utf8_lossy(self.raw).into_owned(),
+                input: String::from_utf8_lossy(inputs).into_owned(),
             });
         }
     }
@@ -364,6 +369,7 @@ async fn process_part<F: FlowDef, M: Monitor>(
 ) -> Tally {
     let mut tally = Tally::default();
     let Batch { records, raw } = batch;
+    let last_position = records.last().map_or(0, |r| r.position);
     for record in records.drain(..) {
         let raw = raw.get(record.raw.clone()).unwrap_or(&[]);
         match record.payload {
@@ -410,6 +416,20 @@ async fn process_part<F: FlowDef, M: Monitor>(
             }
         }
     }
+    // What batched steps still hold runs now, before the outputs go to the
+    // sinks: the batch's acknowledgement covers it.
+    let before = out.outputs.len();
+    let mut emit = BatchEmit {
+        outputs: &mut out.outputs,
+        dead: dead_letters.then_some(&mut out.dead),
+        source,
+        position: last_position,
+        raw: &[],
+        failures: 0,
+    };
+    worker.end_batch(&mut emit).await;
+    tally.failed += emit.failures as u64;
+    tally.output += (out.outputs.len() - before) as u64;
     tally
 }
 

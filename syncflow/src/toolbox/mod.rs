@@ -34,6 +34,7 @@ pub mod expr;
 pub mod fields;
 pub mod json;
 pub mod logic;
+pub mod shape;
 
 pub use cdc::{CdcFilter, CdcFilterArgs, CdcOp, CdcUnwrap, CdcUnwrapArgs, DeleteRows};
 pub use dedupe::{Dedupe, DedupeArgs};
@@ -41,6 +42,9 @@ pub use expr::{EvalError, EvalErrorKind, Expr, ExprError};
 pub use fields::{FieldPath, Remove, RemoveArgs, Rename, RenameArgs, Set, SetArgs, SetValue};
 pub use json::{JsonDecode, JsonEncode, JsonFieldArgs};
 pub use logic::{Filter, FilterArgs, Map, MapArgs, Route, RouteArgs, RouteCase};
+pub use shape::{
+    Batch, BatchArgs, MAX_BATCH_SIZE, Throttle, ThrottleArgs, Unbatch, UnbatchArgs,
+};
 
 /// What an operator does with one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +54,8 @@ pub enum ToolOutcome {
     /// Drop the message: filtered out, a duplicate, an unwanted change, or a
     /// route with no match and no default.
     Drop,
+    /// Pass these messages on, in order (`unbatch`).
+    Many(Vec<Value>),
     /// Send the message to a route target: an index into
     /// [`Route::targets`].
     To {
@@ -188,10 +194,16 @@ pub enum ToolSpec {
     CdcFilter(CdcFilterArgs),
     /// [`CdcUnwrap`]; no arguments means the defaults.
     CdcUnwrap(Option<CdcUnwrapArgs>),
+    /// [`Batch`].
+    Batch(BatchArgs),
+    /// [`Unbatch`]; takes no arguments.
+    Unbatch(Option<UnbatchArgs>),
+    /// [`Throttle`].
+    Throttle(ThrottleArgs),
 }
 
 /// The names of all toolbox operators, as written in flow files.
-pub const TOOL_NAMES: [&str; 11] = [
+pub const TOOL_NAMES: [&str; 14] = [
     Filter::NAME,
     Map::NAME,
     Set::NAME,
@@ -203,6 +215,9 @@ pub const TOOL_NAMES: [&str; 11] = [
     JsonEncode::NAME,
     CdcFilter::NAME,
     CdcUnwrap::NAME,
+    Batch::NAME,
+    Unbatch::NAME,
+    Throttle::NAME,
 ];
 
 /// A built toolbox operator.
@@ -229,6 +244,12 @@ pub enum Tool {
     CdcFilter(CdcFilter),
     /// `cdc_unwrap`.
     CdcUnwrap(CdcUnwrap),
+    /// `batch`.
+    Batch(Batch),
+    /// `unbatch`.
+    Unbatch(Unbatch),
+    /// `throttle`.
+    Throttle(Throttle),
 }
 
 impl Tool {
@@ -251,6 +272,9 @@ impl Tool {
             }
             ToolSpec::CdcFilter(args) => Tool::CdcFilter(CdcFilter::new(args)?),
             ToolSpec::CdcUnwrap(args) => Tool::CdcUnwrap(CdcUnwrap::new(args.unwrap_or_default())?),
+            ToolSpec::Batch(args) => Tool::Batch(Batch::new(args)?),
+            ToolSpec::Unbatch(args) => Tool::Unbatch(Unbatch::new(args.unwrap_or_default())?),
+            ToolSpec::Throttle(args) => Tool::Throttle(Throttle::new(args)?),
         })
     }
 
@@ -268,6 +292,9 @@ impl Tool {
             Tool::JsonEncode(t) => t.name(),
             Tool::CdcFilter(t) => t.name(),
             Tool::CdcUnwrap(t) => t.name(),
+            Tool::Batch(t) => t.name(),
+            Tool::Unbatch(t) => t.name(),
+            Tool::Throttle(t) => t.name(),
         }
     }
 
@@ -285,6 +312,9 @@ impl Tool {
             Tool::JsonEncode(t) => t.describe(),
             Tool::CdcFilter(t) => t.describe(),
             Tool::CdcUnwrap(t) => t.describe(),
+            Tool::Batch(t) => t.describe(),
+            Tool::Unbatch(t) => t.describe(),
+            Tool::Throttle(t) => t.describe(),
         }
     }
 
@@ -311,6 +341,9 @@ impl Tool {
             Tool::JsonEncode(t) => t.apply(message),
             Tool::CdcFilter(t) => t.apply(message),
             Tool::CdcUnwrap(t) => t.apply(message),
+            Tool::Batch(t) => t.apply(message),
+            Tool::Unbatch(t) => t.apply(message),
+            Tool::Throttle(t) => t.apply(message),
         })
     }
 
@@ -329,6 +362,9 @@ impl Tool {
             Tool::JsonEncode(t) => t.apply(message),
             Tool::CdcFilter(t) => t.apply(message),
             Tool::CdcUnwrap(t) => t.apply(message),
+            Tool::Batch(t) => t.apply(message),
+            Tool::Unbatch(t) => t.apply(message),
+            Tool::Throttle(t) => t.apply(message),
         }
     }
 }
@@ -363,6 +399,9 @@ mod tests {
             r#"{"json_encode": null}"#,
             r#"{"cdc_filter": {"ops": ["insert"]}}"#,
             r#"{"cdc_unwrap": null}"#,
+            r#"{"batch": {"size": 10}}"#,
+            r#"{"unbatch": null}"#,
+            r#"{"throttle": {"rate": "10/s"}}"#,
         ];
         let mut names = Vec::new();
         for step in steps {
@@ -426,7 +465,7 @@ mod tests {
                         routed.push((target, message));
                         continue 'messages;
                     }
-                    ToolOutcome::Drop => continue 'messages,
+                    ToolOutcome::Drop | ToolOutcome::Many(_) => continue 'messages,
                 }
             }
             panic!("the route sends every message somewhere or drops it");
