@@ -23,6 +23,8 @@ struct FlowInput {
     krate: TokenStream,
     name: Option<LitStr>,
     steps: Vec<Path>,
+    /// Per step: the arguments of a toolbox step written `path(args)`.
+    calls: Vec<Option<TokenStream>>,
 }
 
 impl Parse for FlowInput {
@@ -75,7 +77,9 @@ impl Parse for FlowInput {
         if input.is_empty() {
             return Err(input.error("flow! needs at least one step: `flow!(parse -> validate -> to_row)`, each step a function annotated with #[sync_function]"));
         }
-        let mut steps = vec![parse_step(input)?];
+        let (first, first_call) = parse_step(input)?;
+        let mut steps = vec![first];
+        let mut calls = vec![first_call];
         while !input.is_empty() {
             if input.peek(Token![->]) {
                 let arrow = input.parse::<Token![->]>()?;
@@ -85,7 +89,9 @@ impl Parse for FlowInput {
                         "expected a step after `->`: remove the trailing `->`, or name the next #[sync_function]",
                     ));
                 }
-                steps.push(parse_step(input)?);
+                let (step, call) = parse_step(input)?;
+                steps.push(step);
+                calls.push(call);
             } else {
                 let (shown, span) = wrong_separator(input)?;
                 return Err(syn::Error::new(
@@ -96,7 +102,12 @@ impl Parse for FlowInput {
                 ));
             }
         }
-        Ok(FlowInput { krate, name, steps })
+        Ok(FlowInput {
+            krate,
+            name,
+            steps,
+            calls,
+        })
     }
 }
 
@@ -116,7 +127,9 @@ fn wrong_separator(input: ParseStream) -> syn::Result<(String, Span)> {
     Ok((text, span))
 }
 
-fn parse_step(input: ParseStream) -> syn::Result<Path> {
+/// A step: a #[sync_function]'s path, or a toolbox step `path(args)` whose
+/// arguments are returned too.
+fn parse_step(input: ParseStream) -> syn::Result<(Path, Option<TokenStream>)> {
     let path: Path = input.parse().map_err(|e| {
         syn::Error::new(
             e.span(),
@@ -129,7 +142,13 @@ fn parse_step(input: ParseStream) -> syn::Result<Path> {
             "a flow step is named without arguments: sync functions are not generic",
         ));
     }
-    Ok(path)
+    if input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in input);
+        let args: TokenStream = content.parse()?;
+        return Ok((path, Some(args)));
+    }
+    Ok((path, None))
 }
 
 pub fn expand(tokens: TokenStream) -> TokenStream {
@@ -140,7 +159,12 @@ pub fn expand(tokens: TokenStream) -> TokenStream {
 }
 
 fn generate(input: FlowInput) -> TokenStream {
-    let FlowInput { krate, name, steps } = input;
+    let FlowInput {
+        krate,
+        name,
+        steps,
+        calls,
+    } = input;
     let p = quote!(#krate::__private);
     let mixed = Span::mixed_site();
     let n = steps.len();
@@ -186,9 +210,52 @@ fn generate(input: FlowInput) -> TokenStream {
 
     // Each user path appears once, in a type alias spanned at it: an
     // unannotated function then yields one error, not one per use.
-    let alias_defs = steps.iter().zip(&aliases).map(|(path, alias)| {
-        quote_spanned!(path.span()=> #[allow(non_camel_case_types)] type #alias = #path;)
-    });
+    // A toolbox step `path(args)` is a `ToolStep` over the previous step's
+    // output, described by a marker type generated here (its name is the
+    // operator's, the last segment of the path).
+    let alias_defs: Vec<TokenStream> = steps
+        .iter()
+        .zip(&aliases)
+        .enumerate()
+        .map(|(k, (path, alias))| {
+            if calls[k].is_none() {
+                return quote_spanned!(path.span()=> #[allow(non_camel_case_types)] type #alias = #path;);
+            }
+            let kind = format_ident!("__SyncflowToolKind{}", k, span = mixed);
+            let elem = if k == 0 {
+                quote!(#p::JsonValue)
+            } else {
+                let prev = &aliases[k - 1];
+                quote!(<#prev as #p::Operator>::Output)
+            };
+            let op_name = path
+                .segments
+                .last()
+                .map(|l| l.ident.unraw().to_string())
+                .unwrap_or_default();
+            let file = quote_spanned!(path.span()=> ::core::file!());
+            let line = quote_spanned!(path.span()=> ::core::line!());
+            quote! {
+                struct #kind;
+                impl #p::ToolKind for #kind {
+                    const INFO: &'static #p::StepInfo = &#p::StepInfo {
+                        name: #op_name,
+                        fn_name: #op_name,
+                        module: "syncflow::toolbox",
+                        doc: "A toolbox operator.",
+                        file: #file,
+                        line: #line,
+                        is_async: false,
+                        shape: #p::Shape::FallibleFanOut,
+                        input: || ::core::any::type_name::<#elem>(),
+                        output: || ::core::any::type_name::<#elem>(),
+                    };
+                }
+                #[allow(non_camel_case_types)]
+                type #alias = #p::ToolStep<#elem, #kind>;
+            }
+        })
+        .collect();
 
     let ops: Vec<TokenStream> = aliases
         .iter()
@@ -299,7 +366,14 @@ fn generate(input: FlowInput) -> TokenStream {
 
     let infos = ops.iter().map(|op| quote!(#op::INFO));
     let checks = ops.iter().map(|op| quote!(#op::check(#res, #problems);));
-    let inits = aliases.iter().zip(&fields).map(|(a, f)| quote!(#f: #a {}));
+    let inits = aliases
+        .iter()
+        .zip(&fields)
+        .zip(steps.iter().zip(&calls))
+        .map(|((a, f), (path, call))| match call {
+            None => quote!(#f: #a {}),
+            Some(args) => quote!(#f: #p::ToolStep::build(#path(#args))),
+        });
 
     quote! {{
         use #p::{Step as #step_trait, Operator as #op_trait, FlowInput as #flow_input};

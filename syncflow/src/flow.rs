@@ -6,8 +6,11 @@
 //! fan-out loops over its items, an error is reported and ends that branch).
 //! [`Flow`] wraps the definition with its monitor and resources.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::context::{Context, Resources};
@@ -99,22 +102,49 @@ pub trait FlowDef: Send + Sync + 'static {
         M: Monitor,
         E: Emit<Self::Output> + Send;
     /// Runs what the flow holds back (messages collected by a batched step)
-    /// at the end of a source batch. The runtime calls it after the last
-    /// message of every batch it hands a worker, before the outputs go to
-    /// the sinks, so nothing held outlives the batch whose acknowledgement
-    /// covers it. Flows that hold nothing keep this default.
-    fn end_batch<'a, M, E>(
+    /// at the end of a source batch, or returns `None` when it holds nothing.
+    /// The runtime calls it after the last message of every batch it hands a
+    /// worker, before the outputs go to the sinks, so nothing held outlives
+    /// the batch whose acknowledgement covers it. `monitor` is the worker's
+    /// monitor and `out` takes `Option<Self::Output>` values (erased, so that
+    /// this default method needs no bound on the flow's types: a flow with a
+    /// broken step reports its errors at the flow only).
+    fn end_batch<'a>(
         &'a self,
         cx: &'a Context,
-        monitor: &'a mut M,
-        out: &'a mut E,
-    ) -> impl Future<Output = ()> + Send + 'a
-    where
-        M: Monitor,
-        E: Emit<Self::Output> + Send,
-    {
+        monitor: &'a mut (dyn Any + Send),
+        out: &'a mut (dyn EmitAny + Send),
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>> {
         let _ = (cx, monitor, out);
-        std::future::ready(())
+        None
+    }
+}
+
+/// [`Emit`] with the message type erased, for [`FlowDef::end_batch`]:
+/// `emit_any` takes an `Option<Output>` and moves the message out of it.
+pub trait EmitAny {
+    /// One output message, as `&mut Option<Output>`.
+    fn emit_any(&mut self, item: &mut dyn Any);
+    /// As [`Emit::fail`].
+    fn fail(&mut self, failure: StepFailure<'_>);
+    /// As [`Emit::fail_batch`].
+    fn fail_batch(&mut self, failure: StepFailure<'_>, inputs: &[u8]);
+}
+
+/// An [`Emit`] seen as an [`EmitAny`].
+struct ErasedEmit<'a, E, T>(&'a mut E, PhantomData<fn(T)>);
+
+impl<E: Emit<T>, T: 'static> EmitAny for ErasedEmit<'_, E, T> {
+    fn emit_any(&mut self, item: &mut dyn Any) {
+        if let Some(item) = item.downcast_mut::<Option<T>>().and_then(Option::take) {
+            self.0.emit(item);
+        }
+    }
+    fn fail(&mut self, failure: StepFailure<'_>) {
+        self.0.fail(failure);
+    }
+    fn fail_batch(&mut self, failure: StepFailure<'_>, inputs: &[u8]) {
+        self.0.fail_batch(failure, inputs);
     }
 }
 
@@ -324,11 +354,14 @@ impl<F: FlowDef, M: Monitor> Worker<F, M> {
 
     /// Runs what the flow holds back at the end of a source batch (see
     /// [`FlowDef::end_batch`]).
-    pub fn end_batch<'a, E: Emit<F::Output> + Send>(
-        &'a mut self,
-        out: &'a mut E,
-    ) -> impl Future<Output = ()> + Send + 'a {
-        self.def.end_batch(&self.cx, &mut self.monitor, out)
+    pub async fn end_batch<E: Emit<F::Output> + Send>(&mut self, out: &mut E)
+    where
+        F::Output: 'static,
+    {
+        let mut erased = ErasedEmit(out, PhantomData);
+        if let Some(pending) = self.def.end_batch(&self.cx, &mut self.monitor, &mut erased) {
+            pending.await;
+        }
     }
 }
 

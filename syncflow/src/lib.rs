@@ -102,11 +102,13 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::context::{Context, FromContext, Resources};
-    pub use crate::flow::{Emit, Flow, FlowDef, StepFailure};
+    pub use crate::flow::{Emit, EmitAny, Flow, FlowDef, StepFailure};
     pub use crate::function::{Failure, FlowInput, Never, Operator, Shape, Step, StepInfo};
     pub use crate::monitor::{Monitor, StepRef};
     pub use crate::registry::{Adapter, AttrPolicy, Registration, TypeCodec, probe};
+    pub use crate::toolbox::{ToolKind, ToolStep};
     pub use inventory;
+    pub use serde_json::Value as JsonValue;
     pub use std::string::String;
     pub use std::vec::Vec;
     pub use syncflow_macros::__flow;

@@ -16,18 +16,19 @@
 use std::any::Any;
 use std::collections::HashSet;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::value::RawValue;
 
 use crate::context::{Context, Resources};
-use crate::flow::{Emit, FlowDef, StepFailure};
+use crate::flow::{Emit, EmitAny, FlowDef, StepFailure};
 use crate::function::{Shape, StepInfo};
 use crate::monitor::{Metrics, Monitor, NoMonitor, StepRef};
+use crate::policy::{OnError, PolicyStats};
 use crate::registry::{
     AsyncCall, BoxedSlot, DecodeFn, EncodeFn, ErasedError, ErasedStep, TypeCodec, take,
 };
-use crate::policy::{OnError, PolicyStats};
 use crate::runtime::Shutdown;
 
 mod bridge;
@@ -253,10 +254,7 @@ impl DynFlowBuilder {
         size: usize,
     ) -> Result<&mut Self, BatchError> {
         let name = node.get().info().name;
-        let prev = self
-            .nodes
-            .last()
-            .map_or(TypeCodec::json(), |t| t.output);
+        let prev = self.nodes.last().map_or(TypeCodec::json(), |t| t.output);
         let expected = format!("alloc::vec::Vec<{}>", prev.name);
         let takes_list = input.is_json() || input.name.starts_with("alloc::vec::Vec<");
         if !takes_list || (!prev.is_json() && input.name != expected) {
@@ -407,7 +405,11 @@ impl DynFlowBuilder {
         let skip_encoders: Vec<Option<EncodeFn>> = self
             .nodes
             .iter()
-            .map(|t| (t.on_error == OnFailure::Skip).then_some(t.input.encode).flatten())
+            .map(|t| {
+                (t.on_error == OnFailure::Skip)
+                    .then_some(t.input.encode)
+                    .flatten()
+            })
             .collect();
         let dead_letter_channels = self
             .nodes
@@ -1100,49 +1102,78 @@ impl FlowDef for DynFlow {
         }
     }
 
-    #[allow(clippy::manual_async_fn)] // the trait's signature spells out `Send`
-    fn end_batch<'a, M, E>(
+    fn end_batch<'a>(
         &'a self,
         cx: &'a Context,
-        monitor: &'a mut M,
-        out: &'a mut E,
-    ) -> impl Future<Output = ()> + Send + 'a
-    where
-        M: Monitor,
-        E: Emit<JsonOut> + Send,
-    {
-        async move {
-            if !self.any_batch {
-                return;
+        monitor: &'a mut (dyn Any + Send),
+        out: &'a mut (dyn EmitAny + Send),
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>> {
+        if !self.any_batch {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let mut out = FromAny(out);
+            // The steps are counted by the `Metrics` monitor; any other
+            // monitor misses the calls made here for the partial groups.
+            let mut bare = NoMonitor;
+            match monitor.downcast_mut::<Metrics>() {
+                Some(metrics) => self.run_held(cx, metrics, &mut out).await,
+                None => self.run_held(cx, &mut bare, &mut out).await,
             }
-            // In step order: running one group may fill a later step's.
-            for k in 0..self.batches.len() {
-                let Some(spec) = self.batches[k] else {
+        }))
+    }
+}
+
+/// The emitter of [`FlowDef::end_batch`], typed again.
+struct FromAny<'a>(&'a mut (dyn EmitAny + Send));
+
+impl Emit<JsonOut> for FromAny<'_> {
+    fn emit(&mut self, item: JsonOut) {
+        self.0.emit_any(&mut Some(item));
+    }
+    fn fail(&mut self, failure: StepFailure<'_>) {
+        self.0.fail(failure);
+    }
+    fn fail_batch(&mut self, failure: StepFailure<'_>, inputs: &[u8]) {
+        self.0.fail_batch(failure, inputs);
+    }
+}
+
+impl DynFlow {
+    /// Runs the groups the worker holds, in step order: running one group
+    /// may fill a later step's.
+    async fn run_held<M: Monitor, E: Emit<JsonOut> + Send>(
+        &self,
+        cx: &Context,
+        monitor: &mut M,
+        out: &mut E,
+    ) {
+        for k in 0..self.batches.len() {
+            let Some(spec) = self.batches[k] else {
+                continue;
+            };
+            let bytes = {
+                let mut held = cx.held.0.lock().unwrap_or_else(|p| p.into_inner());
+                match held.get_mut(k) {
+                    Some(batch) if batch.count > 0 => close_group(batch),
+                    _ => continue,
+                }
+            };
+            let timed = monitor.begin();
+            let step = StepRef {
+                index: k,
+                info: self.infos[k],
+            };
+            let group = match decode_group(&spec, bytes) {
+                Hold::Full(group, bytes) => (group, bytes),
+                Hold::Failed(e, bytes) => {
+                    monitor.failed(step, &*e);
+                    self.failed(step, &e, None, bytes.as_deref(), out);
                     continue;
-                };
-                let bytes = {
-                    let mut held = cx.held.0.lock().unwrap_or_else(|p| p.into_inner());
-                    match held.get_mut(k) {
-                        Some(batch) if batch.count > 0 => close_group(batch),
-                        _ => continue,
-                    }
-                };
-                let timed = monitor.begin();
-                let step = StepRef {
-                    index: k,
-                    info: self.infos[k],
-                };
-                let group = match decode_group(&spec, bytes) {
-                    Hold::Full(group, bytes) => (group, bytes),
-                    Hold::Failed(e, bytes) => {
-                        monitor.failed(step, &*e);
-                        self.failed(step, &e, None, bytes.as_deref(), out);
-                        continue;
-                    }
-                    Hold::Pass | Hold::Kept => continue,
-                };
-                self.run_group(k, cx, group, monitor, timed, out).await;
-            }
+                }
+                Hold::Pass | Hold::Kept => continue,
+            };
+            self.run_group(k, cx, group, monitor, timed, out).await;
         }
     }
 }

@@ -34,7 +34,9 @@ pub mod expr;
 pub mod fields;
 pub mod json;
 pub mod logic;
+pub mod ops;
 pub mod shape;
+pub mod step;
 
 pub use cdc::{CdcFilter, CdcFilterArgs, CdcOp, CdcUnwrap, CdcUnwrapArgs, DeleteRows};
 pub use dedupe::{Dedupe, DedupeArgs};
@@ -42,9 +44,8 @@ pub use expr::{EvalError, EvalErrorKind, Expr, ExprError};
 pub use fields::{FieldPath, Remove, RemoveArgs, Rename, RenameArgs, Set, SetArgs, SetValue};
 pub use json::{JsonDecode, JsonEncode, JsonFieldArgs};
 pub use logic::{Filter, FilterArgs, Map, MapArgs, Route, RouteArgs, RouteCase};
-pub use shape::{
-    Batch, BatchArgs, MAX_BATCH_SIZE, Throttle, ThrottleArgs, Unbatch, UnbatchArgs,
-};
+pub use shape::{Batch, BatchArgs, MAX_BATCH_SIZE, Throttle, ThrottleArgs, Unbatch, UnbatchArgs};
+pub use step::{ToolKind, ToolStep, ToolStepError};
 
 /// What an operator does with one message.
 #[derive(Debug, Clone, PartialEq)]
