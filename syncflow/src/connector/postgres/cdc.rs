@@ -154,22 +154,28 @@ struct Control {
 }
 
 impl Control {
-    /// The client, connecting if needed (one attempt, paced by the backoff).
+    /// The client, connecting if needed (one attempt).
     async fn client(&mut self) -> Result<&Client, Failure> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.lost();
         }
         if self.client.is_none() {
-            let now = Instant::now();
-            if now < self.next_attempt {
-                tokio::time::sleep(self.next_attempt - now).await;
-            }
             let client = connect(&self.pg).await.map_err(|e| classify(&e))?;
             self.client = Some(client);
         }
         self.client
             .as_ref()
             .ok_or_else(|| Failure::Connection("not connected".into()))
+    }
+
+    /// While disconnected and before the next attempt is due: how long
+    /// until it is.
+    fn waiting(&self) -> Option<Duration> {
+        if self.client.is_some() {
+            return None;
+        }
+        let wait = self.next_attempt.saturating_duration_since(Instant::now());
+        (!wait.is_zero()).then_some(wait)
     }
 
     fn lost(&mut self) {
@@ -354,6 +360,9 @@ impl Acker for PostgresCdcAcker {
         // A few attempts; past them the position stays behind (the changes
         // would be read again after a restart) and the next commit retries.
         for attempt in 1..=3u32 {
+            if let Some(wait) = control.waiting() {
+                tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+            }
             match control.advance(&self.slot, self.acked, &self.confirmed).await {
                 Ok(()) => {
                     self.notify.notify_waiters();
@@ -361,9 +370,8 @@ impl Acker for PostgresCdcAcker {
                 }
                 Err(failure) => {
                     control.failed(failure, "confirm the replication slot's position")?;
-                    if attempt < 3 {
-                        let wait = control.next_attempt.saturating_duration_since(Instant::now());
-                        tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+                    if attempt == 3 {
+                        break;
                     }
                 }
             }
@@ -522,58 +530,71 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
     }
 }
 
-impl PostgresCdcSource<()> {
-    /// Drops the configuration's replication slot, if it exists; returns
-    /// whether it did. Without its slot, a source starts over (with a new
-    /// snapshot) and the server no longer keeps WAL for it: drop the slot of
-    /// a flow you remove, or the server's disk fills up with WAL.
-    pub async fn drop_slot(config: &PostgresCdcSourceConfig) -> Result<bool, ConnectorError> {
-        Self::cleanup(config, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &config.slot).await
-    }
-
-    /// Drops the configuration's publication, if it exists; returns whether
-    /// it did.
-    pub async fn drop_publication(config: &PostgresCdcSourceConfig) -> Result<bool, ConnectorError> {
-        let pg = parse_url(&config.url)?;
+impl PostgresCdcSourceConfig {
+    /// Drops the replication slot, if it exists; returns whether it did.
+    /// Without its slot, a source starts over (with a new snapshot) and the
+    /// server no longer keeps WAL for it: drop the slot of a flow you
+    /// remove, or the server's disk fills up with WAL. Waits up to 5 s for
+    /// a source that just stopped to release the slot.
+    pub async fn drop_slot(&self) -> Result<bool, ConnectorError> {
+        let pg = parse_url(&self.url)?;
         let target = describe(&pg);
-        let client = connect(&pg).await.map_err(|e| {
-            ConnectorError::server(CONNECTOR, target.clone(), "connect", error_text(&e), "")
-        })?;
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&config.publication])
-            .await
-            .map_err(|e| ConnectorError::server(CONNECTOR, target.clone(), "read the publication", error_text(&e), ""))?
-            .is_some();
-        if exists {
-            client
-                .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&config.publication)))
-                .await
-                .map_err(|e| ConnectorError::server(CONNECTOR, target, "drop the publication", error_text(&e), ""))?;
-        }
-        Ok(exists)
-    }
-
-    async fn cleanup(
-        config: &PostgresCdcSourceConfig,
-        sql: &str,
-        name: &str,
-    ) -> Result<bool, ConnectorError> {
-        let pg = parse_url(&config.url)?;
-        let target = describe(&pg);
-        let client = connect(&pg).await.map_err(|e| {
-            ConnectorError::server(CONNECTOR, target.clone(), "connect", error_text(&e), "")
-        })?;
-        let dropped = client.execute(sql, &[&name]).await.map_err(|e| {
+        let fail = |e: tokio_postgres::Error| {
             ConnectorError::server(
                 CONNECTOR,
-                target,
+                target.clone(),
                 "drop the replication slot",
                 error_text(&e),
                 "stop the source using it first (a slot in use cannot be dropped)",
             )
-        })?;
-        Ok(dropped > 0)
+        };
+        let client = connect(&pg).await.map_err(fail)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let dropped = client
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.slot],
+                )
+                .await;
+            match dropped {
+                Ok(n) => return Ok(n > 0),
+                Err(e) if slot_in_use(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
     }
+
+    /// Drops the publication, if it exists; returns whether it did.
+    pub async fn drop_publication(&self) -> Result<bool, ConnectorError> {
+        let pg = parse_url(&self.url)?;
+        let target = describe(&pg);
+        let fail = |e: tokio_postgres::Error| {
+            ConnectorError::server(CONNECTOR, target.clone(), "drop the publication", error_text(&e), "")
+        };
+        let client = connect(&pg).await.map_err(fail)?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&self.publication])
+            .await
+            .map_err(fail)?
+            .is_some();
+        if exists {
+            client
+                .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&self.publication)))
+                .await
+                .map_err(fail)?;
+        }
+        Ok(exists)
+    }
+}
+
+/// Whether an error says the slot is used by another session (55006).
+fn slot_in_use(error: &tokio_postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| db.code().code() == "55006")
 }
 
 /// Creates the publication if missing, and adds the configured tables
@@ -680,6 +701,11 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
         let upto = (self.in_flight_rows + u64::from(self.changes_per_poll)).min(i32::MAX as u64) as i32;
         let idle = self.in_flight.is_empty();
         let mut control = self.control.lock().await;
+        if let Some(wait) = control.waiting() {
+            drop(control);
+            tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+            return Ok(false);
+        }
         let result = async {
             let client = control.client().await?;
             let flush_lsn: Option<u64> = if idle {
@@ -901,7 +927,7 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                 control.failed(failure, "read the snapshot")?;
                 let wait = control.next_attempt.saturating_duration_since(Instant::now());
                 drop(control);
-                tokio::time::sleep(wait.min(Duration::from_millis(250))).await;
+                tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
                 if batch.is_empty() {
                     Ok(Read::Idle)
                 } else {

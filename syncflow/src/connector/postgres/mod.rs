@@ -93,6 +93,11 @@ pub(crate) fn error_text(error: &tokio_postgres::Error) -> String {
 pub(crate) fn classify(error: &tokio_postgres::Error) -> Failure {
     let text = error_text(error);
     if let Some(db) = error.as_db_error() {
+        // 55006: the replication slot is still used by a session that is
+        // going away (a source that just stopped): worth retrying.
+        if db.code().code() == "55006" {
+            return Failure::Transient(text);
+        }
         return classify_state(db.code().code(), text);
     }
     let io = error
