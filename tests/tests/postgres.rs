@@ -281,7 +281,7 @@ async fn sink_reconnects_after_a_cut_and_loses_nothing() {
         next: 1,
         to: 600,
         per_batch: 20,
-        pause: Duration::from_millis(10),
+        pause: Duration::from_millis(20),
     };
     let run = tokio::spawn(
         Runtime::new(flow!(name = "pg_cut", pass_row))
