@@ -88,7 +88,11 @@ async fn sink_round_trip_converts_types_and_replays_leave_the_same_rows() {
     for run in 0..2 {
         let summary = run_file(&input, &config).await;
         assert_eq!(summary.output, 3);
-        assert_eq!(table_rows(&mut conn, &table, columns).await, expected, "run {run}");
+        assert_eq!(
+            table_rows(&mut conn, &table, columns).await,
+            expected,
+            "run {run}"
+        );
     }
     // A partial row updates only its columns.
     let input = input_file(&dir, &[json!({"id": 2, "s": "changed", "j": [1]})]);
@@ -97,7 +101,9 @@ async fn sink_round_trip_converts_types_and_replays_leave_the_same_rows() {
         table_rows(&mut conn, &table, columns).await[1],
         "2|-5|0.250000|changed|0|2024-12-31 23:59:59.000|2024-06-01 00:00:00|[1]|1999-01-01|0|2000"
     );
-    conn.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+    conn.query_drop(format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }
 
 fn event(op: &str, before: Value, after: Value) -> Value {
@@ -124,13 +130,29 @@ async fn sink_applies_change_events_in_order_within_a_batch() {
     .await
     .unwrap();
     let events = vec![
-        event("r", Value::Null, json!({"id": 1, "region": "eu", "qty": 1, "note": "a"})),
+        event(
+            "r",
+            Value::Null,
+            json!({"id": 1, "region": "eu", "qty": 1, "note": "a"}),
+        ),
         event("c", Value::Null, json!({"id": 2, "region": "eu", "qty": 2})),
-        event("u", Value::Null, json!({"id": 1, "region": "eu", "qty": 5, "note": "a"})),
+        event(
+            "u",
+            Value::Null,
+            json!({"id": 1, "region": "eu", "qty": 5, "note": "a"}),
+        ),
         event("d", json!({"id": 2, "region": "eu"}), Value::Null),
         event("d", json!({"id": 10, "region": "eu"}), Value::Null),
-        event("c", Value::Null, json!({"id": 10, "region": "eu", "note": "new"})),
-        event("u", json!({"id": 11, "region": "eu"}), json!({"id": 12, "region": "eu", "qty": 7, "note": "keep"})),
+        event(
+            "c",
+            Value::Null,
+            json!({"id": 10, "region": "eu", "note": "new"}),
+        ),
+        event(
+            "u",
+            json!({"id": 11, "region": "eu"}),
+            json!({"id": 12, "region": "eu", "qty": 7, "note": "keep"}),
+        ),
         json!({"id": 3, "region": "us", "qty": 3}),
     ];
     let dir = tempfile::tempdir().unwrap();
@@ -140,22 +162,37 @@ async fn sink_applies_change_events_in_order_within_a_batch() {
         run_file(&input, &MysqlSinkConfig::new(URL, table.as_str())).await;
         assert_eq!(
             table_rows(&mut conn, &table, columns).await,
-            vec!["1|eu|5|a", "3|us|3|-", "10|eu|0|new", "12|eu|7|keep", "99|us|9|gone"]
+            vec![
+                "1|eu|5|a",
+                "3|us|3|-",
+                "10|eu|0|new",
+                "12|eu|7|keep",
+                "99|us|9|gone"
+            ]
         );
     }
     // A truncate, applied: everything before it in the batch is void.
     let truncate = json!({"op": "t", "source": {"connector": "postgres", "db": "x", "table": "y", "pos": "0/1", "ts_ms": 1}, "ts_ms": 1});
     let input = input_file(
         &dir,
-        &[json!({"id": 50, "region": "eu"}), truncate, json!({"id": 51, "region": "eu", "qty": 1})],
+        &[
+            json!({"id": 50, "region": "eu"}),
+            truncate,
+            json!({"id": 51, "region": "eu", "qty": 1}),
+        ],
     );
     run_file(
         &input,
         &MysqlSinkConfig::new(URL, table.as_str()).on_truncate(NoRowEvents::Apply),
     )
     .await;
-    assert_eq!(table_rows(&mut conn, &table, columns).await, vec!["51|eu|1|-"]);
-    conn.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+    assert_eq!(
+        table_rows(&mut conn, &table, columns).await,
+        vec!["51|eu|1|-"]
+    );
+    conn.query_drop(format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -183,7 +220,11 @@ async fn sink_dead_letters_rows_it_cannot_write_and_the_flow_goes_on() {
             json!({"id": 6, "qty": 6}),
         ],
     );
-    let summary = run_file(&input, &MysqlSinkConfig::new(URL, table.as_str()).dead_letter(&dead)).await;
+    let summary = run_file(
+        &input,
+        &MysqlSinkConfig::new(URL, table.as_str()).dead_letter(&dead),
+    )
+    .await;
     assert_eq!(summary.output, 6);
     assert_eq!(
         table_rows(&mut conn, &table, "id, qty, note").await,
@@ -197,15 +238,30 @@ async fn sink_dead_letters_rows_it_cannot_write_and_the_flow_goes_on() {
     assert_eq!(letters.len(), 4, "{letters:#?}");
     assert_eq!(
         letters[0].1,
-        format!("field `colour` is not a column of table `test.{table}` (columns: id, qty, note); remove it from the message, or set the sink's `unknown_columns: ignore`")
+        format!(
+            "field `colour` is not a column of table `test.{table}` (columns: id, qty, note); remove it from the message, or set the sink's `unknown_columns: ignore`"
+        )
     );
     assert_eq!(
         letters[1].1,
-        format!("column `qty` (int(11)) of table `test.{table}` cannot take `\"three\"`: expected an integer")
+        format!(
+            "column `qty` (int(11)) of table `test.{table}` cannot take `\"three\"`: expected an integer"
+        )
     );
-    assert_eq!(letters[2].1, format!("the row has no value for key column `id` of table `test.{table}`"));
-    assert!(letters[3].1.contains("refused the row: Data too long for column 'note'"), "{}", letters[3].1);
-    conn.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+    assert_eq!(
+        letters[2].1,
+        format!("the row has no value for key column `id` of table `test.{table}`")
+    );
+    assert!(
+        letters[3]
+            .1
+            .contains("refused the row: Data too long for column 'note'"),
+        "{}",
+        letters[3].1
+    );
+    conn.query_drop(format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -215,17 +271,22 @@ async fn sink_reconnects_after_a_cut_and_loses_nothing() {
     }
     let mut conn = db().await;
     let table = unique("sf_my_cut");
-    conn.query_drop(format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, v TEXT)"))
-        .await
-        .unwrap();
+    conn.query_drop(format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, v TEXT)"
+    ))
+    .await
+    .unwrap();
     let proxy = Proxy::start("127.0.0.1:3306").await.unwrap();
     let retry = RetryConfig {
         initial_ms: 20,
         max_ms: 200,
         max_attempts: 0,
     };
-    let config = MysqlSinkConfig::new(format!("mysql://root@{}/test", proxy.addr()), table.as_str())
-        .retry(retry);
+    let config = MysqlSinkConfig::new(
+        format!("mysql://root@{}/test", proxy.addr()),
+        table.as_str(),
+    )
+    .retry(retry);
     let rows = Rows {
         next: 1,
         to: 600,
@@ -242,8 +303,17 @@ async fn sink_reconnects_after_a_cut_and_loses_nothing() {
     );
     let count = format!("SELECT COUNT(*) FROM {table}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while conn.query_first::<i64, _>(&count).await.unwrap().unwrap_or(0) < 60 {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for the first rows");
+    while conn
+        .query_first::<i64, _>(&count)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+        < 60
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for the first rows"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     proxy.cut(Duration::from_millis(300)).await;
@@ -254,10 +324,14 @@ async fn sink_reconnects_after_a_cut_and_loses_nothing() {
         .unwrap();
     assert_eq!(summary.output, 600);
     let (n, sum): (i64, i64) = conn
-        .query_first(format!("SELECT COUNT(*), CAST(SUM(id) AS SIGNED) FROM {table}"))
+        .query_first(format!(
+            "SELECT COUNT(*), CAST(SUM(id) AS SIGNED) FROM {table}"
+        ))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((n, sum), (600, 600 * 601 / 2));
-    conn.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+    conn.query_drop(format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }

@@ -38,10 +38,7 @@ async fn pg() -> tokio_postgres::Client {
         .await
         .expect("connect to PostgreSQL");
     tokio::spawn(connection);
-    client
-        .batch_execute("SET TimeZone = 'UTC'")
-        .await
-        .unwrap();
+    client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
     client
 }
 
@@ -106,7 +103,11 @@ async fn sink_round_trip_converts_types_and_replays_leave_the_same_rows() {
             .await
             .unwrap();
         assert_eq!((summary.input, summary.output), (3, 3), "run {run}");
-        assert_eq!(table_rows(&client, &table).await, TYPED_EXPECTED, "run {run}");
+        assert_eq!(
+            table_rows(&client, &table).await,
+            TYPED_EXPECTED,
+            "run {run}"
+        );
     }
     // A partial row updates only its columns.
     let input = input_file(&dir, &[json!({"id": 2, "s": "changed", "jb": [1]})]);
@@ -151,13 +152,21 @@ async fn sink_applies_change_events_in_order_within_a_batch() {
     let events = vec![
         event("r", Value::Null, json!({"id": 1, "qty": 1, "note": "a"})),
         event("c", Value::Null, json!({"id": 2, "qty": 2, "note": "b"})),
-        event("u", json!({"id": 1, "qty": 1, "note": "a"}), json!({"id": 1, "qty": 5, "note": "a"})),
+        event(
+            "u",
+            json!({"id": 1, "qty": 1, "note": "a"}),
+            json!({"id": 1, "qty": 5, "note": "a"}),
+        ),
         event("d", json!({"id": 2}), Value::Null),
         // Deleted, then inserted again with fewer columns: defaults come back.
         event("d", json!({"id": 10}), Value::Null),
         event("c", Value::Null, json!({"id": 10, "note": "new"})),
         // An update that changes the key.
-        event("u", json!({"id": 11}), json!({"id": 12, "qty": 7, "note": "keep"})),
+        event(
+            "u",
+            json!({"id": 11}),
+            json!({"id": 12, "qty": 7, "note": "keep"}),
+        ),
         // A truncate is ignored by default.
         json!({"op": "t", "source": {"connector": "postgres", "db": "x", "table": "y", "pos": "0/1", "ts_ms": 1}, "ts_ms": 1}),
         // A plain row next to events.
@@ -168,7 +177,11 @@ async fn sink_applies_change_events_in_order_within_a_batch() {
     for _ in 0..2 {
         Runtime::new(flow!(name = "pg_events", pass_row))
             .source(JsonLinesSource::open(&input).unwrap())
-            .sink(PostgresSink::connect(&PostgresSinkConfig::new(URL, table.as_str())).await.unwrap())
+            .sink(
+                PostgresSink::connect(&PostgresSinkConfig::new(URL, table.as_str()))
+                    .await
+                    .unwrap(),
+            )
             .handle_signals(false)
             .run()
             .await
@@ -215,9 +228,10 @@ async fn sink_dead_letters_rows_it_cannot_write_and_the_flow_goes_on() {
             json!({"id": 6, "qty": 6}),
         ],
     );
-    let sink = PostgresSink::connect(&PostgresSinkConfig::new(URL, table.as_str()).dead_letter(&dead))
-        .await
-        .unwrap();
+    let sink =
+        PostgresSink::connect(&PostgresSinkConfig::new(URL, table.as_str()).dead_letter(&dead))
+            .await
+            .unwrap();
     let summary = Runtime::new(flow!(name = "pg_bad", pass_row))
         .source(JsonLinesSource::open(&input).unwrap())
         .sink(sink)
@@ -228,7 +242,10 @@ async fn sink_dead_letters_rows_it_cannot_write_and_the_flow_goes_on() {
     assert_eq!(summary.output, 6);
     assert_eq!(
         table_rows(&client, &table).await,
-        vec![r#"{"id":1,"qty":1,"note":null}"#, r#"{"id":6,"qty":6,"note":null}"#]
+        vec![
+            r#"{"id":1,"qty":1,"note":null}"#,
+            r#"{"id":6,"qty":6,"note":null}"#
+        ]
     );
     let letters = dead_letters(&dead);
     let mut found: Vec<(u64, String, String)> = letters
@@ -239,16 +256,27 @@ async fn sink_dead_letters_rows_it_cannot_write_and_the_flow_goes_on() {
     assert_eq!(found.len(), 4, "{found:#?}");
     assert_eq!(
         found[0].1,
-        format!("field `colour` is not a column of table `public.{table}` (columns: id, qty, note); remove it from the message, or set the sink's `unknown_columns: ignore`")
+        format!(
+            "field `colour` is not a column of table `public.{table}` (columns: id, qty, note); remove it from the message, or set the sink's `unknown_columns: ignore`"
+        )
     );
     assert_eq!(found[0].2, r#"{"colour":"red","id":2,"qty":2}"#);
     assert!(
-        found[1].1.contains("refused the row: invalid input syntax for type integer: \"three\" (SQLSTATE 22P02)"),
+        found[1].1.contains(
+            "refused the row: invalid input syntax for type integer: \"three\" (SQLSTATE 22P02)"
+        ),
         "{}",
         found[1].1
     );
-    assert_eq!(found[2].1, format!("the row has no value for key column `id` of table `public.{table}`"));
-    assert!(found[3].1.contains("null value in column \"qty\""), "{}", found[3].1);
+    assert_eq!(
+        found[2].1,
+        format!("the row has no value for key column `id` of table `public.{table}`")
+    );
+    assert!(
+        found[3].1.contains("null value in column \"qty\""),
+        "{}",
+        found[3].1
+    );
     assert!(letters.iter().all(|l| l.stage == "postgres sink"));
     client
         .batch_execute(&format!("DROP TABLE {table}"))
@@ -264,7 +292,9 @@ async fn sink_reconnects_after_a_cut_and_loses_nothing() {
     let client = pg().await;
     let table = unique("sf_pg_cut");
     client
-        .batch_execute(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"))
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"
+        ))
         .await
         .unwrap();
     let proxy = Proxy::start("127.0.0.1:5432").await.unwrap();
@@ -293,7 +323,12 @@ async fn sink_reconnects_after_a_cut_and_loses_nothing() {
     );
     let count = format!("SELECT count(*) FROM {table}");
     wait_until(10, "the first rows", || async {
-        client.query_one(&count, &[]).await.unwrap().get::<_, i64>(0) >= 60
+        client
+            .query_one(&count, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            >= 60
     })
     .await;
     proxy.cut(Duration::from_millis(300)).await;
@@ -305,7 +340,10 @@ async fn sink_reconnects_after_a_cut_and_loses_nothing() {
     assert_eq!(summary.output, 600);
     let (n, sum): (i64, i64) = {
         let row = client
-            .query_one(&format!("SELECT count(*), sum(id)::bigint FROM {table}"), &[])
+            .query_one(
+                &format!("SELECT count(*), sum(id)::bigint FROM {table}"),
+                &[],
+            )
             .await
             .unwrap();
         (row.get(0), row.get(1))
@@ -450,7 +488,13 @@ async fn cdc_snapshot_then_changes_with_exact_envelopes() {
     let row1_11 = json!({"id": 1, "qty": 11, "price": "1.50", "at": "2024-01-02T03:04:05Z", "tags": {"a": 1}, "ok": true});
     let row1_12 = json!({"id": 1, "qty": 12, "price": "1.50", "at": "2024-01-02T03:04:05Z", "tags": {"a": 1}, "ok": true});
     let expected = vec![
-        (CdcOp::Snapshot, None, Some(row1.clone()), table.clone(), true),
+        (
+            CdcOp::Snapshot,
+            None,
+            Some(row1.clone()),
+            table.clone(),
+            true,
+        ),
         (
             CdcOp::Snapshot,
             None,
@@ -461,12 +505,20 @@ async fn cdc_snapshot_then_changes_with_exact_envelopes() {
         (
             CdcOp::Insert,
             None,
-            Some(json!({"id": 3, "qty": 30, "price": "9.99", "at": "2024-06-01T10:00:00.5Z", "tags": [1, 2], "ok": false})),
+            Some(
+                json!({"id": 3, "qty": 30, "price": "9.99", "at": "2024-06-01T10:00:00.5Z", "tags": [1, 2], "ok": false}),
+            ),
             table.clone(),
             false,
         ),
         // Default replica identity: no `before` unless the key changed.
-        (CdcOp::Update, None, Some(row1_11.clone()), table.clone(), false),
+        (
+            CdcOp::Update,
+            None,
+            Some(row1_11.clone()),
+            table.clone(),
+            false,
+        ),
         (
             CdcOp::Update,
             Some(json!({"id": 2})),
@@ -474,9 +526,21 @@ async fn cdc_snapshot_then_changes_with_exact_envelopes() {
             table.clone(),
             false,
         ),
-        (CdcOp::Delete, Some(json!({"id": 3})), None, table.clone(), false),
+        (
+            CdcOp::Delete,
+            Some(json!({"id": 3})),
+            None,
+            table.clone(),
+            false,
+        ),
         // Replica identity full: the whole old row.
-        (CdcOp::Update, Some(row1_11), Some(row1_12), table.clone(), false),
+        (
+            CdcOp::Update,
+            Some(row1_11),
+            Some(row1_12),
+            table.clone(),
+            false,
+        ),
         (CdcOp::Truncate, None, None, table.clone(), false),
     ];
     assert_eq!(got, expected);
@@ -519,7 +583,10 @@ async fn cdc_resumes_from_the_confirmed_position_and_redelivers_what_was_not_ack
     client.batch_execute(&insert(2)).await.unwrap();
     wait_until(10, "run 1", || async { events.len() >= 2 }).await;
     stop(shutdown, run).await;
-    assert_eq!(ids(events.take()), vec![(CdcOp::Snapshot, 1), (CdcOp::Insert, 2)]);
+    assert_eq!(
+        ids(events.take()),
+        vec![(CdcOp::Snapshot, 1), (CdcOp::Insert, 2)]
+    );
 
     // Changes while stopped come in the next run; nothing read before does.
     client.batch_execute(&insert(3)).await.unwrap();
@@ -569,7 +636,10 @@ async fn cdc_resumes_from_the_confirmed_position_and_redelivers_what_was_not_ack
     client.batch_execute(&insert(6)).await.unwrap();
     wait_until(15, "run 5", || async { events.len() >= 2 }).await;
     stop(shutdown, run).await;
-    assert_eq!(ids(events.take()), vec![(CdcOp::Insert, 5), (CdcOp::Insert, 6)]);
+    assert_eq!(
+        ids(events.take()),
+        vec![(CdcOp::Insert, 5), (CdcOp::Insert, 6)]
+    );
 
     cdc.cleanup().await;
     client
@@ -594,11 +664,16 @@ async fn cdc_into_the_sink_replicates_a_table() {
         .unwrap();
     let cdc = Cdc::new(&[&src]);
     let config = cdc.config.clone();
-    let sink = PostgresSink::connect(&PostgresSinkConfig::new(URL, dst.as_str()).input(InputFormat::Cdc))
-        .await
-        .unwrap();
+    let sink =
+        PostgresSink::connect(&PostgresSinkConfig::new(URL, dst.as_str()).input(InputFormat::Cdc))
+            .await
+            .unwrap();
     let runtime = Runtime::new(flow!(name = "pg_replicate", pass_event))
-        .source(PostgresCdcSource::<ChangeEvent>::connect(&config).await.unwrap())
+        .source(
+            PostgresCdcSource::<ChangeEvent>::connect(&config)
+                .await
+                .unwrap(),
+        )
         .sink(sink)
         .batch_size(100)
         .handle_signals(false);
@@ -686,7 +761,9 @@ async fn cdc_undecodable_events_are_dead_lettered_and_the_flow_goes_on() {
     let client = pg().await;
     let table = unique("sf_pg_src_bad");
     client
-        .batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, qty int)"))
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, qty int)"
+        ))
         .await
         .unwrap();
     let mut cdc = Cdc::new(&[&table]);
@@ -695,7 +772,11 @@ async fn cdc_undecodable_events_are_dead_lettered_and_the_flow_goes_on() {
     let dead = dir.path().join("dead.jsonl");
     let out = Collect::new();
     let runtime = Runtime::new(flow!(name = "pg_strict", pass_strict))
-        .source(PostgresCdcSource::<Strict>::connect(&cdc.config).await.unwrap())
+        .source(
+            PostgresCdcSource::<Strict>::connect(&cdc.config)
+                .await
+                .unwrap(),
+        )
         .sink(out.clone())
         .dead_letter(&dead)
         .handle_signals(false);
@@ -713,7 +794,11 @@ async fn cdc_undecodable_events_are_dead_lettered_and_the_flow_goes_on() {
     let letters = dead_letters(&dead);
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].stage, "decode");
-    assert!(letters[0].input.contains(r#""after":{"id":2,"qty":null}"#), "{}", letters[0].input);
+    assert!(
+        letters[0].input.contains(r#""after":{"id":2,"qty":null}"#),
+        "{}",
+        letters[0].input
+    );
     let ids: Vec<i64> = out.take().iter().map(|e| e.after.id).collect();
     assert_eq!(ids, vec![1, 3]);
     cdc.cleanup().await;

@@ -14,8 +14,8 @@ use mysql_async::{Conn, Opts, OptsBuilder, Params, Value};
 use serde::{Deserialize, Serialize};
 
 use super::sql::{
-    CellEncoder, Collector, Column, Failure, IngestOptions, InputFormat, NoRowEvents, Outage,
-    Plan, Rejects, RetryConfig, Table, UnknownColumns, classify_state,
+    CellEncoder, Collector, Column, Failure, IngestOptions, InputFormat, NoRowEvents, Outage, Plan,
+    Rejects, RetryConfig, Table, UnknownColumns, classify_state,
 };
 use super::{ConnectorError, Sink};
 
@@ -442,8 +442,9 @@ fn classify(error: &mysql_async::Error) -> Failure {
             1205 | 1213 => Failure::Transient(text),
             // Incorrect value, data truncated, no default, invalid JSON,
             // check constraint, out of range, too long, foreign key.
-            1048 | 1062 | 1264 | 1265 | 1292 | 1364 | 1366 | 1406 | 1451 | 1452 | 3140
-            | 4025 => Failure::Data(text),
+            1048 | 1062 | 1264 | 1265 | 1292 | 1364 | 1366 | 1406 | 1451 | 1452 | 3140 | 4025 => {
+                Failure::Data(text)
+            }
             _ => classify_state(&e.state, text),
         },
         mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => Failure::Connection(text),
@@ -492,7 +493,13 @@ impl MysqlSink {
             base.tcp_port()
         );
         let configure = |message: &str, hint: &str| {
-            ConnectorError::server(CONNECTOR, target.clone(), "configure the sink", message, hint)
+            ConnectorError::server(
+                CONNECTOR,
+                target.clone(),
+                "configure the sink",
+                message,
+                hint,
+            )
         };
         if db.is_empty() {
             return Err(configure(
@@ -507,7 +514,10 @@ impl MysqlSink {
             ));
         }
         if config.rows_per_statement == 0 {
-            return Err(configure("`rows_per_statement` is 0", "set it to 1 or more (default 500)"));
+            return Err(configure(
+                "`rows_per_statement` is 0",
+                "set it to 1 or more (default 500)",
+            ));
         }
         let mut conn = open(&opts).await.map_err(|e| {
             ConnectorError::server(
@@ -553,7 +563,8 @@ impl MysqlSink {
 
     /// The statement deleting (`delete`) or upserting `rows` rows of a shape.
     fn sql(&mut self, delete: bool, shape: u32, rows: usize) -> &str {
-        let (table, qualified, shapes) = (&self.table, &self.qualified, &self.collector.shape_columns);
+        let (table, qualified, shapes) =
+            (&self.table, &self.qualified, &self.collector.shape_columns);
         self.sql.entry((delete, shape, rows)).or_insert_with(|| {
             let name = |c: usize| quote(&table.columns[c].name);
             if delete {
@@ -613,7 +624,12 @@ impl MysqlSink {
                     params.push(cell.map_or(Value::NULL, |c| c.value.clone()));
                 }
             } else {
-                params.extend(self.collector.row_cells(row).iter().map(|c| c.value.clone()));
+                params.extend(
+                    self.collector
+                        .row_cells(row)
+                        .iter()
+                        .map(|c| c.value.clone()),
+                );
             }
         }
         let conn = self.conn.as_mut().ok_or_else(not_connected)?;
@@ -624,7 +640,12 @@ impl MysqlSink {
 
     /// Runs statements over rows in chunks: full chunks, then power-of-two
     /// sizes, so that few distinct statements are prepared.
-    async fn run_chunked(&mut self, delete: bool, shape: u32, rows: &[usize]) -> Result<(), Failure> {
+    async fn run_chunked(
+        &mut self,
+        delete: bool,
+        shape: u32,
+        rows: &[usize],
+    ) -> Result<(), Failure> {
         let mut rest = rows;
         while !rest.is_empty() {
             let n = if rest.len() >= self.rows_per_statement {
@@ -687,7 +708,10 @@ impl MysqlSink {
                     Ok(()) => self.simple("RELEASE SAVEPOINT syncflow_row").await?,
                     Err(Failure::Data(message)) => {
                         self.simple("ROLLBACK TO SAVEPOINT syncflow_row").await?;
-                        refused.push((row, format!("{} refused the row: {message}", self.table.display)));
+                        refused.push((
+                            row,
+                            format!("{} refused the row: {message}", self.table.display),
+                        ));
                     }
                     Err(other) => return Err(other),
                 }
@@ -751,12 +775,20 @@ async fn load_table(
             let json = checks
                 .iter()
                 .any(|c| c.replace(' ', "") == format!("json_valid(`{column}`)"));
-            kinds.push(Kind::of(&data_type.to_lowercase(), &column_type.to_lowercase(), json));
+            kinds.push(Kind::of(
+                &data_type.to_lowercase(),
+                &column_type.to_lowercase(),
+                json,
+            ));
             let extra = extra.to_uppercase();
             Column {
                 json_name: serde_json::to_string(&column).unwrap_or_default(),
                 name: column,
-                type_name: if json { "json".to_string() } else { column_type },
+                type_name: if json {
+                    "json".to_string()
+                } else {
+                    column_type
+                },
                 writable: !["GENERATED", "VIRTUAL", "PERSISTENT", "STORED"]
                     .iter()
                     .any(|g| extra.contains(g)),
@@ -800,7 +832,8 @@ async fn load_table(
         }
         key.to_vec()
     };
-    let table = Table::new(display, columns, &key).map_err(|e| ("read the table's key", e, String::new()))?;
+    let table = Table::new(display, columns, &key)
+        .map_err(|e| ("read the table's key", e, String::new()))?;
     Ok((table, kinds))
 }
 
@@ -829,7 +862,10 @@ impl<T: Serialize + Sync> Sink<T> for MysqlSink {
                     Ok(conn) => self.conn = Some(conn),
                     Err(e) => {
                         let message = error_text(&e);
-                        match self.outage.failed(&self.retry, CONNECTOR, &self.target, &message) {
+                        match self
+                            .outage
+                            .failed(&self.retry, CONNECTOR, &self.target, &message)
+                        {
                             Some(wait) => {
                                 tokio::time::sleep(wait).await;
                                 continue;
@@ -860,7 +896,10 @@ impl<T: Serialize + Sync> Sink<T> for MysqlSink {
                 Err(Failure::Data(_)) if !row_by_row => row_by_row = true,
                 Err(Failure::Connection(message) | Failure::Transient(message)) => {
                     self.conn = None;
-                    match self.outage.failed(&self.retry, CONNECTOR, &self.target, &message) {
+                    match self
+                        .outage
+                        .failed(&self.retry, CONNECTOR, &self.target, &message)
+                    {
                         Some(wait) => tokio::time::sleep(wait).await,
                         None => {
                             return Err(self.fail(
@@ -893,7 +932,10 @@ mod tests {
 
     #[test]
     fn datetimes_parse_to_utc() {
-        assert_eq!(parse_datetime("2024-02-29"), Some((2024, 2, 29, 0, 0, 0, 0)));
+        assert_eq!(
+            parse_datetime("2024-02-29"),
+            Some((2024, 2, 29, 0, 0, 0, 0))
+        );
         assert_eq!(
             parse_datetime("2024-01-02T03:04:05.123Z"),
             Some((2024, 1, 2, 3, 4, 5, 123_000))
@@ -919,22 +961,37 @@ mod tests {
         assert_eq!(encode(Kind::Int, "1.0"), Ok(Value::Int(1)));
         assert!(encode(Kind::Int, "1.5").is_err());
         assert!(encode(Kind::Int, "\"abc\"").is_err());
-        assert_eq!(encode(Kind::UInt, "18446744073709551615"), Ok(Value::UInt(u64::MAX)));
+        assert_eq!(
+            encode(Kind::UInt, "18446744073709551615"),
+            Ok(Value::UInt(u64::MAX))
+        );
         assert_eq!(
             encode(Kind::Decimal, "12345678901234.123456"),
             Ok(Value::Bytes(b"12345678901234.123456".to_vec()))
         );
         assert_eq!(encode(Kind::Float, "1.5"), Ok(Value::Double(1.5)));
-        assert_eq!(encode(Kind::Text, "\"a\\\"b\""), Ok(Value::Bytes(b"a\"b".to_vec())));
+        assert_eq!(
+            encode(Kind::Text, "\"a\\\"b\""),
+            Ok(Value::Bytes(b"a\"b".to_vec()))
+        );
         assert_eq!(encode(Kind::Text, "5"), Ok(Value::Bytes(b"5".to_vec())));
-        assert_eq!(encode(Kind::Json, "\"s\""), Ok(Value::Bytes(b"\"s\"".to_vec())));
-        assert_eq!(encode(Kind::Json, "{\"a\":1}"), Ok(Value::Bytes(b"{\"a\":1}".to_vec())));
+        assert_eq!(
+            encode(Kind::Json, "\"s\""),
+            Ok(Value::Bytes(b"\"s\"".to_vec()))
+        );
+        assert_eq!(
+            encode(Kind::Json, "{\"a\":1}"),
+            Ok(Value::Bytes(b"{\"a\":1}".to_vec()))
+        );
         assert_eq!(encode(Kind::Text, "null"), Ok(Value::NULL));
         assert_eq!(
             encode(Kind::DateTime, "\"2024-01-02T03:04:05Z\""),
             Ok(Value::Date(2024, 1, 2, 3, 4, 5, 0))
         );
-        assert_eq!(encode(Kind::Date, "\"2024-01-02\""), Ok(Value::Date(2024, 1, 2, 0, 0, 0, 0)));
+        assert_eq!(
+            encode(Kind::Date, "\"2024-01-02\""),
+            Ok(Value::Date(2024, 1, 2, 0, 0, 0, 0))
+        );
         assert!(encode(Kind::Date, "20240102").is_err());
         assert!(encode(Kind::Int, "{\"a\":1}").is_err());
     }

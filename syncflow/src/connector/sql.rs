@@ -426,7 +426,15 @@ impl<V: Clone> Collector<V> {
         let result = match self.parse_top(input.clone(), &mut fields, table, options) {
             Ok(Parsed::Row) => self
                 .cells_of(&fields, table, options, encoder, false)
-                .and_then(|()| self.put(Change::Upsert { delete_first: false }, table, input)),
+                .and_then(|()| {
+                    self.put(
+                        Change::Upsert {
+                            delete_first: false,
+                        },
+                        table,
+                        input,
+                    )
+                }),
             Ok(Parsed::Event { op, before, after }) => {
                 self.apply_event(op, before, after, input, table, options, encoder)
             }
@@ -481,11 +489,22 @@ impl<V: Clone> Collector<V> {
                         self.put_keyed(Change::Delete, input.clone());
                         self.scratch_cells = new_cells;
                         self.key_scratch = new_key;
-                        self.put_keyed(Change::Upsert { delete_first: false }, input);
+                        self.put_keyed(
+                            Change::Upsert {
+                                delete_first: false,
+                            },
+                            input,
+                        );
                         return Ok(());
                     }
                 }
-                self.put(Change::Upsert { delete_first: false }, table, input)
+                self.put(
+                    Change::Upsert {
+                        delete_first: false,
+                    },
+                    table,
+                    input,
+                )
             }
             CdcOp::Delete => {
                 let Some(before) = before else {
@@ -764,9 +783,10 @@ impl<V: Clone> Collector<V> {
                 let previous = self.rows[i as usize].clone();
                 let (change, cells) = match (previous.change, change) {
                     // Upsert after upsert: the columns merge, later values win.
-                    (Change::Upsert { delete_first }, Change::Upsert { .. }) => {
-                        (Change::Upsert { delete_first }, self.merge_cells(previous.cells))
-                    }
+                    (Change::Upsert { delete_first }, Change::Upsert { .. }) => (
+                        Change::Upsert { delete_first },
+                        self.merge_cells(previous.cells),
+                    ),
                     // Upsert after delete: delete, then insert.
                     (Change::Delete, Change::Upsert { .. }) => (
                         Change::Upsert { delete_first: true },
@@ -1079,7 +1099,13 @@ impl Outage {
                 "connection to the database lost or failing; retrying with backoff"
             );
         } else {
-            tracing::debug!(connector, target, error = message, attempt = self.attempt, "retrying");
+            tracing::debug!(
+                connector,
+                target,
+                error = message,
+                attempt = self.attempt,
+                "retrying"
+            );
         }
         Some(retry.delay(self.attempt))
     }
@@ -1087,7 +1113,12 @@ impl Outage {
     /// Records a success after failures.
     pub(crate) fn recovered(&mut self, connector: &'static str, target: &str) {
         if self.warned {
-            tracing::info!(connector, target, attempts = self.attempt, "database connection restored");
+            tracing::info!(
+                connector,
+                target,
+                attempts = self.attempt,
+                "database connection restored"
+            );
         }
         self.attempt = 0;
         self.warned = false;
@@ -1168,7 +1199,10 @@ mod tests {
         add(&mut c, r#"{"op":"d","before":{"id":2},"source":{}}"#);
         add(&mut c, r#"{"op":"c","after":{"id":2,"b":"w"},"source":{}}"#);
         add(&mut c, r#"{"id":3,"a":"q"}"#);
-        add(&mut c, r#"{"op":"d","before":{"id":3,"a":"q"},"source":{}}"#);
+        add(
+            &mut c,
+            r#"{"op":"d","before":{"id":3,"a":"q"},"source":{}}"#,
+        );
         assert!(c.rejects.is_empty(), "{:?}", c.rejects);
         assert_eq!(
             rows(&c),
@@ -1214,13 +1248,29 @@ mod tests {
         add(&mut c, r#"{"id":1,"gen":1}"#);
         add(&mut c, r#"{"op":"d","after":{"id":1},"source":{}}"#);
         add(&mut c, r#"{"id":4}"#);
-        let errors: Vec<_> = c.rejects.iter().map(|r| (r.position, r.error.as_str())).collect();
+        let errors: Vec<_> = c
+            .rejects
+            .iter()
+            .map(|r| (r.position, r.error.as_str()))
+            .collect();
         assert_eq!(errors.len(), 7, "{errors:#?}");
-        assert!(errors[0].1.starts_with("field `nope` is not a column of table `public.t` (columns: id, a, b, gen)"), "{}", errors[0].1);
-        assert_eq!(errors[1].1, "the row has no value for key column `id` of table `public.t`");
+        assert!(
+            errors[0].1.starts_with(
+                "field `nope` is not a column of table `public.t` (columns: id, a, b, gen)"
+            ),
+            "{}",
+            errors[0].1
+        );
+        assert_eq!(
+            errors[1].1,
+            "the row has no value for key column `id` of table `public.t`"
+        );
         assert_eq!(errors[2].1, "key column `id` of table `public.t` is null");
         assert!(errors[3].1.contains("not a JSON object"));
-        assert_eq!(errors[4].1, "column `a` (text) of table `public.t` cannot take `\"bad\"`: bad value");
+        assert_eq!(
+            errors[4].1,
+            "column `a` (text) of table `public.t` cannot take `\"bad\"`: bad value"
+        );
         assert!(errors[5].1.contains("generated"));
         assert!(errors[6].1.contains("no `before` row"));
         assert_eq!(c.rejects[0].input, r#"{"id":1,"nope":2}"#);

@@ -96,7 +96,10 @@ fn default_max_in_flight() -> u64 {
 impl PostgresCdcSourceConfig {
     /// A configuration with the defaults, capturing `tables` of the
     /// database at `url`.
-    pub fn new<S: Into<String>>(url: impl Into<String>, tables: impl IntoIterator<Item = S>) -> Self {
+    pub fn new<S: Into<String>>(
+        url: impl Into<String>,
+        tables: impl IntoIterator<Item = S>,
+    ) -> Self {
         PostgresCdcSourceConfig {
             url: url.into(),
             tables: tables.into_iter().map(Into::into).collect(),
@@ -218,7 +221,12 @@ impl Control {
     }
 
     /// Moves the slot's confirmed position to `lsn`, if it is ahead.
-    async fn advance(&mut self, slot: &str, lsn: u64, confirmed: &AtomicU64) -> Result<(), Failure> {
+    async fn advance(
+        &mut self,
+        slot: &str,
+        lsn: u64,
+        confirmed: &AtomicU64,
+    ) -> Result<(), Failure> {
         if lsn <= confirmed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -363,7 +371,10 @@ impl Acker for PostgresCdcAcker {
             if let Some(wait) = control.waiting() {
                 tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
             }
-            match control.advance(&self.slot, self.acked, &self.confirmed).await {
+            match control
+                .advance(&self.slot, self.acked, &self.confirmed)
+                .await
+            {
                 Ok(()) => {
                     self.notify.notify_waiters();
                     return Ok(());
@@ -414,7 +425,10 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
             )
         })?;
         let row = client
-            .query_one("SELECT current_database()::text, current_setting('wal_level')", &[])
+            .query_one(
+                "SELECT current_database()::text, current_setting('wal_level')",
+                &[],
+            )
             .await
             .map_err(|e| fail("read the server settings", e, ""))?;
         let db: String = row.get(0);
@@ -572,17 +586,29 @@ impl PostgresCdcSourceConfig {
         let pg = parse_url(&self.url)?;
         let target = describe(&pg);
         let fail = |e: tokio_postgres::Error| {
-            ConnectorError::server(CONNECTOR, target.clone(), "drop the publication", error_text(&e), "")
+            ConnectorError::server(
+                CONNECTOR,
+                target.clone(),
+                "drop the publication",
+                error_text(&e),
+                "",
+            )
         };
         let client = connect(&pg).await.map_err(fail)?;
         let exists = client
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&self.publication])
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&self.publication],
+            )
             .await
             .map_err(fail)?
             .is_some();
         if exists {
             client
-                .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&self.publication)))
+                .batch_execute(&format!(
+                    "DROP PUBLICATION IF EXISTS {}",
+                    quote_ident(&self.publication)
+                ))
                 .await
                 .map_err(fail)?;
         }
@@ -606,7 +632,10 @@ async fn ensure_publication(
 ) -> Result<(), (&'static str, String, String)> {
     let read = |e: tokio_postgres::Error| ("read the publication", error_text(&e), String::new());
     let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
         .await
         .map_err(read)?
         .is_some();
@@ -698,7 +727,8 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
             let _ = tokio::time::timeout(self.poll_interval, self.acked.notified()).await;
             return Ok(false);
         }
-        let upto = (self.in_flight_rows + u64::from(self.changes_per_poll)).min(i32::MAX as u64) as i32;
+        let upto =
+            (self.in_flight_rows + u64::from(self.changes_per_poll)).min(i32::MAX as u64) as i32;
         let idle = self.in_flight.is_empty();
         let mut control = self.control.lock().await;
         if let Some(wait) = control.waiting() {
@@ -827,7 +857,7 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                     }
                     ack = Some(end_lsn);
                 }
-                Message::Message {
+                Message::Logical {
                     prefix, content, ..
                 } => {
                     if let Some(txn) = &mut self.txn
@@ -889,22 +919,46 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
         buf.extend_from_slice(op.as_bytes());
         buf.extend_from_slice(b"\",\"before\":");
         match old {
-            Some((kind, tuple)) => write_tuple(buf, rel.columns.iter().map(|c| (c.name.as_str(), c.type_oid, kind == b'O' || c.key)), tuple),
+            Some((kind, tuple)) => write_tuple(
+                buf,
+                rel.columns
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.type_oid, kind == b'O' || c.key)),
+                tuple,
+            ),
             None => buf.extend_from_slice(b"null"),
         }
         buf.extend_from_slice(b",\"after\":");
         match new {
-            Some(tuple) => write_tuple(buf, rel.columns.iter().map(|c| (c.name.as_str(), c.type_oid, true)), tuple),
+            Some(tuple) => write_tuple(
+                buf,
+                rel.columns
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.type_oid, true)),
+                tuple,
+            ),
             None => buf.extend_from_slice(b"null"),
         }
-        write_source(buf, &self.db, &rel.schema, &rel.name, &format_lsn(lsn), ts_ms, false);
+        write_source(
+            buf,
+            &self.db,
+            &rel.schema,
+            &rel.name,
+            &format_lsn(lsn),
+            ts_ms,
+            false,
+        );
         let payload = (self.decode)(buf);
         batch.push(lsn, buf, payload);
         Ok(())
     }
 
     /// Reads the next rows of the snapshot.
-    async fn read_snapshot(&mut self, batch: &mut Batch<T>, max: usize) -> Result<Read<Option<u64>>, ConnectorError> {
+    async fn read_snapshot(
+        &mut self,
+        batch: &mut Batch<T>,
+        max: usize,
+    ) -> Result<Read<Option<u64>>, ConnectorError> {
         let result = self.fill_snapshot(batch, max).await;
         let Some(snapshot) = &mut self.snapshot else {
             return Ok(Read::Batch(None));
@@ -925,7 +979,9 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                 snapshot.tables.clear();
                 let mut control = self.control.lock().await;
                 control.failed(failure, "read the snapshot")?;
-                let wait = control.next_attempt.saturating_duration_since(Instant::now());
+                let wait = control
+                    .next_attempt
+                    .saturating_duration_since(Instant::now());
                 drop(control);
                 tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
                 if batch.is_empty() {
@@ -963,11 +1019,16 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                 return Ok(true);
             };
             if !snapshot.cursor_open {
-                let columns: Vec<String> = table.columns.iter().map(|(n, _)| quote_ident(n)).collect();
+                let columns: Vec<String> =
+                    table.columns.iter().map(|(n, _)| quote_ident(n)).collect();
                 client
                     .batch_execute(&format!(
                         "DECLARE syncflow_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {}.{}",
-                        if columns.is_empty() { "NULL".to_string() } else { columns.join(", ") },
+                        if columns.is_empty() {
+                            "NULL".to_string()
+                        } else {
+                            columns.join(", ")
+                        },
                         quote_ident(&table.schema),
                         quote_ident(&table.name)
                     ))
@@ -982,7 +1043,9 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                 .map_err(|e| classify(&e))?;
             let mut got = 0;
             for message in &messages {
-                let SimpleQueryMessage::Row(row) = message else { continue };
+                let SimpleQueryMessage::Row(row) = message else {
+                    continue;
+                };
                 got += 1;
                 snapshot.rows += 1;
                 self.snapshot_position += 1;
@@ -1001,7 +1064,15 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                     }
                 }
                 buf.push(b'}');
-                write_source(buf, &self.db, &table.schema, &table.name, &snapshot.pos, snapshot.ts_ms, true);
+                write_source(
+                    buf,
+                    &self.db,
+                    &table.schema,
+                    &table.name,
+                    &snapshot.pos,
+                    snapshot.ts_ms,
+                    true,
+                );
                 let payload = (self.decode)(buf);
                 batch.push(self.snapshot_position, buf, payload);
             }
@@ -1052,7 +1123,15 @@ async fn snapshot_tables(client: &Client, publication: &str) -> Result<Vec<SnapT
 }
 
 /// Writes `,"source":{...},"ts_ms":...}`: the end of an event.
-fn write_source(buf: &mut Vec<u8>, db: &str, schema: &str, table: &str, pos: &str, ts_ms: u64, snapshot: bool) {
+fn write_source(
+    buf: &mut Vec<u8>,
+    db: &str,
+    schema: &str,
+    table: &str,
+    pos: &str,
+    ts_ms: u64,
+    snapshot: bool,
+) {
     use std::io::Write as _;
     buf.extend_from_slice(b",\"source\":{\"connector\":\"postgres\",\"db\":");
     write_str(buf, db);
@@ -1062,12 +1141,20 @@ fn write_source(buf: &mut Vec<u8>, db: &str, schema: &str, table: &str, pos: &st
     write_str(buf, table);
     buf.extend_from_slice(b",\"pos\":");
     write_str(buf, pos);
-    let _ = write!(buf, ",\"ts_ms\":{ts_ms},\"snapshot\":{snapshot}}},\"ts_ms\":{}}}", now_ms());
+    let _ = write!(
+        buf,
+        ",\"ts_ms\":{ts_ms},\"snapshot\":{snapshot}}},\"ts_ms\":{}}}",
+        now_ms()
+    );
 }
 
 /// Writes a tuple as a JSON object of the columns marked `true`
 /// (unchanged TOASTed values are left out).
-fn write_tuple<'c>(buf: &mut Vec<u8>, columns: impl Iterator<Item = (&'c str, u32, bool)>, tuple: &Tuple<'_>) {
+fn write_tuple<'c>(
+    buf: &mut Vec<u8>,
+    columns: impl Iterator<Item = (&'c str, u32, bool)>,
+    tuple: &Tuple<'_>,
+) {
     buf.push(b'{');
     let mut first = true;
     for ((name, oid, include), value) in columns.zip(&tuple.values) {
@@ -1113,7 +1200,10 @@ pub(crate) fn write_value(buf: &mut Vec<u8>, oid: u32, text: &[u8]) {
         BOOL => buf.extend_from_slice(if text == b"t" { b"true" } else { b"false" }),
         INT2 | INT4 | INT8 | OID => buf.extend_from_slice(text),
         FLOAT4 | FLOAT8 => {
-            if text.iter().all(|b| b.is_ascii_digit() || b"-+.e".contains(b)) {
+            if text
+                .iter()
+                .all(|b| b.is_ascii_digit() || b"-+.e".contains(b))
+            {
                 buf.extend_from_slice(text);
             } else {
                 as_str(buf, text); // NaN, Infinity
@@ -1152,7 +1242,11 @@ impl<T: Send + 'static> Source for PostgresCdcSource<T> {
         }
     }
 
-    async fn read(&mut self, batch: &mut Batch<T>, max: usize) -> Result<Read<Option<u64>>, ConnectorError> {
+    async fn read(
+        &mut self,
+        batch: &mut Batch<T>,
+        max: usize,
+    ) -> Result<Read<Option<u64>>, ConnectorError> {
         if self.snapshot.is_some() {
             return self.read_snapshot(batch, max).await;
         }
@@ -1191,8 +1285,14 @@ mod tests {
         assert_eq!(value(701, "NaN"), "\"NaN\"");
         assert_eq!(value(1700, "12.340"), "\"12.340\"");
         assert_eq!(value(3802, "{\"a\": [1]}"), "{\"a\": [1]}");
-        assert_eq!(value(1184, "2024-01-02 03:04:05.123+00"), "\"2024-01-02T03:04:05.123Z\"");
-        assert_eq!(value(1114, "2024-01-02 03:04:05"), "\"2024-01-02T03:04:05\"");
+        assert_eq!(
+            value(1184, "2024-01-02 03:04:05.123+00"),
+            "\"2024-01-02T03:04:05.123Z\""
+        );
+        assert_eq!(
+            value(1114, "2024-01-02 03:04:05"),
+            "\"2024-01-02T03:04:05\""
+        );
         assert_eq!(value(1184, "infinity"), "\"infinity\"");
         assert_eq!(value(1082, "2024-02-29"), "\"2024-02-29\"");
         assert_eq!(value(25, "a\"b"), "\"a\\\"b\"");

@@ -103,7 +103,11 @@ pub(crate) fn classify(error: &tokio_postgres::Error) -> Failure {
     let io = error
         .source()
         .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
-    if error.is_closed() || io || text.starts_with("error connecting") || text.starts_with("error communicating") {
+    if error.is_closed()
+        || io
+        || text.starts_with("error connecting")
+        || text.starts_with("error communicating")
+    {
         Failure::Connection(text)
     } else {
         Failure::Fatal(text)

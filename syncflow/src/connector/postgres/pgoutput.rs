@@ -34,7 +34,8 @@ pub(crate) enum Message<'a> {
     Truncate {
         relations: Vec<u32>,
     },
-    Message {
+    /// A logical decoding message (`pg_logical_emit_message`).
+    Logical {
         transactional: bool,
         prefix: &'a str,
         content: &'a [u8],
@@ -241,7 +242,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<Message<'_>, String> {
             let _lsn = r.u64()?;
             let prefix = r.str()?;
             let len = r.i32()?.max(0) as usize;
-            Message::Message {
+            Message::Logical {
                 transactional: flags & 1 == 1,
                 prefix,
                 content: r.take(len)?,
@@ -296,18 +297,30 @@ mod tests {
                 commit_ts: 0x0303fab67677f2
             }
         );
-        let relation =
-            hex("520000400c7075626c6963007a7a5f74006400020169640000000017ffffffff00760000000019ffffffff");
+        let relation = hex(
+            "520000400c7075626c6963007a7a5f74006400020169640000000017ffffffff00760000000019ffffffff",
+        );
         let Message::Relation(rel) = decode(&relation).unwrap() else {
             panic!()
         };
-        assert_eq!((rel.id, rel.schema.as_str(), rel.name.as_str()), (0x400c, "public", "zz_t"));
+        assert_eq!(
+            (rel.id, rel.schema.as_str(), rel.name.as_str()),
+            (0x400c, "public", "zz_t")
+        );
         assert_eq!(rel.replica_identity, b'd');
         assert_eq!(
             rel.columns,
             vec![
-                RelColumn { key: true, name: "id".into(), type_oid: 23 },
-                RelColumn { key: false, name: "v".into(), type_oid: 25 },
+                RelColumn {
+                    key: true,
+                    name: "id".into(),
+                    type_oid: 23
+                },
+                RelColumn {
+                    key: false,
+                    name: "v".into(),
+                    type_oid: 25
+                },
             ]
         );
         let insert = hex("490000400c4e0002740000000131740000000161");
@@ -315,7 +328,9 @@ mod tests {
             decode(&insert).unwrap(),
             Message::Insert {
                 relation: 0x400c,
-                new: Tuple { values: vec![Value::Text(b"1"), Value::Text(b"a")] }
+                new: Tuple {
+                    values: vec![Value::Text(b"1"), Value::Text(b"a")]
+                }
             }
         );
         let update = hex("550000400c4b00027400000001316e4e0002740000000132740000000161");
@@ -323,8 +338,15 @@ mod tests {
             decode(&update).unwrap(),
             Message::Update {
                 relation: 0x400c,
-                old: Some((b'K', Tuple { values: vec![Value::Text(b"1"), Value::Null] })),
-                new: Tuple { values: vec![Value::Text(b"2"), Value::Text(b"a")] }
+                old: Some((
+                    b'K',
+                    Tuple {
+                        values: vec![Value::Text(b"1"), Value::Null]
+                    }
+                )),
+                new: Tuple {
+                    values: vec![Value::Text(b"2"), Value::Text(b"a")]
+                }
             }
         );
         let delete = hex("440000400c4b00027400000001326e");
@@ -332,15 +354,25 @@ mod tests {
             decode(&delete).unwrap(),
             Message::Delete {
                 relation: 0x400c,
-                old: (b'K', Tuple { values: vec![Value::Text(b"2"), Value::Null] })
+                old: (
+                    b'K',
+                    Tuple {
+                        values: vec![Value::Text(b"2"), Value::Null]
+                    }
+                )
             }
         );
         let commit = hex("43000000000001dc36e00000000001dc3710000303fab6767b28");
-        assert_eq!(decode(&commit).unwrap(), Message::Commit { end_lsn: 0x1dc3710 });
-        let message = hex("4d010000000001dc349873796e63666c6f7700000000167b22736e617073686f74223a227a7a5f736c6f74227d");
+        assert_eq!(
+            decode(&commit).unwrap(),
+            Message::Commit { end_lsn: 0x1dc3710 }
+        );
+        let message = hex(
+            "4d010000000001dc349873796e63666c6f7700000000167b22736e617073686f74223a227a7a5f736c6f74227d",
+        );
         assert_eq!(
             decode(&message).unwrap(),
-            Message::Message {
+            Message::Logical {
                 transactional: true,
                 prefix: "syncflow",
                 content: br#"{"snapshot":"zz_slot"}"#

@@ -11,8 +11,8 @@ use tokio_postgres::{Client, Statement};
 
 use super::{CONNECTOR, classify, connect, describe, error_text, parse_url, split_table};
 use crate::connector::sql::{
-    CellEncoder, Collector, Column, Failure, IngestOptions, InputFormat, NoRowEvents, Outage,
-    Plan, Rejects, RetryConfig, Table, UnknownColumns, quote_ident,
+    CellEncoder, Collector, Column, Failure, IngestOptions, InputFormat, NoRowEvents, Outage, Plan,
+    Rejects, RetryConfig, Table, UnknownColumns, quote_ident,
 };
 use crate::connector::{ConnectorError, Sink};
 
@@ -379,7 +379,8 @@ impl PostgresSink {
         self.simple("BEGIN").await?;
         let result = async {
             if self.collector.truncate {
-                self.simple(&format!("DELETE FROM {}", self.qualified)).await?;
+                self.simple(&format!("DELETE FROM {}", self.qualified))
+                    .await?;
             }
             for chunk in plan.deletes.chunks(self.rows_per_statement) {
                 self.run(StatementKey::Delete, chunk).await?;
@@ -405,7 +406,8 @@ impl PostgresSink {
         let mut refused = Vec::new();
         let result = async {
             if self.collector.truncate {
-                self.simple(&format!("DELETE FROM {}", self.qualified)).await?;
+                self.simple(&format!("DELETE FROM {}", self.qualified))
+                    .await?;
             }
             let deletes = plan.deletes.iter().map(|&i| (StatementKey::Delete, i));
             let upserts = plan
@@ -422,7 +424,10 @@ impl PostgresSink {
                     Ok(()) => self.simple("RELEASE SAVEPOINT syncflow_row").await?,
                     Err(Failure::Data(message)) => {
                         self.simple("ROLLBACK TO SAVEPOINT syncflow_row").await?;
-                        refused.push((row, format!("{} refused the row: {message}", self.table.display)));
+                        refused.push((
+                            row,
+                            format!("{} refused the row: {message}", self.table.display),
+                        ));
                     }
                     Err(other) => return Err(other),
                 }
@@ -497,7 +502,8 @@ async fn load_table(
     key: &[String],
 ) -> Result<Table, (&'static str, String, String)> {
     let display = format!("{schema}.{name}");
-    let read = |e: tokio_postgres::Error| ("read the table's columns", error_text(&e), String::new());
+    let read =
+        |e: tokio_postgres::Error| ("read the table's columns", error_text(&e), String::new());
     let oid: Option<u32> = client
         .query_opt(
             "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
