@@ -396,8 +396,16 @@ fn skip_passes_failed_messages_on_and_dead_letters_go_to_a_channel() {
         "{\"sensor\":\"a\",\"fahrenheit\":50.0}\n{\"sensor\":\"b\",\"celsius\":-500.0}\n{\"sensor\":\"c\",\"fahrenheit\":32.0}\n"
     );
     assert_eq!((summary.output, summary.failed), (3, 0));
-    let counts = summary.policies.iter().find(|(n, _)| n == "yaml_to_fahrenheit");
-    assert_eq!(counts.map(|(_, c)| c.skipped), Some(1), "{:?}", summary.policies);
+    let counts = summary
+        .policies
+        .iter()
+        .find(|(n, _)| n == "yaml_to_fahrenheit");
+    assert_eq!(
+        counts.map(|(_, c)| c.skipped),
+        Some(1),
+        "{:?}",
+        summary.policies
+    );
 
     // `{ dead_letter: <channel> }`: the letter (error, step, original
     // message) is saved into the channel, and another flow loads it.
@@ -474,7 +482,10 @@ fn key_keeps_per_key_order_across_workers() {
     );
     // Each sensor's readings come out in source order.
     let mut last: std::collections::HashMap<String, f64> = Default::default();
-    for line in std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines() {
+    for line in std::fs::read_to_string(dir.path().join("out.jsonl"))
+        .unwrap()
+        .lines()
+    {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let sensor = v["sensor"].as_str().unwrap().to_string();
         let f = v["fahrenheit"].as_f64().unwrap();
@@ -517,9 +528,15 @@ fn batch_groups_messages_within_each_source_batch() {
     let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
     let letter: syncflow::runtime::DeadLetter = serde_json::from_str(dead.trim()).unwrap();
     assert_eq!(letter.stage, "yaml_sum_batch");
-    assert!(letter.error.contains("g reads below absolute zero"), "{dead}");
+    assert!(
+        letter.error.contains("g reads below absolute zero"),
+        "{dead}"
+    );
     let group: Vec<serde_json::Value> = serde_json::from_str(&letter.input).unwrap();
-    let sensors: Vec<&str> = group.iter().map(|r| r["sensor"].as_str().unwrap()).collect();
+    let sensors: Vec<&str> = group
+        .iter()
+        .map(|r| r["sensor"].as_str().unwrap())
+        .collect();
     assert_eq!(sensors, ["e", "f", "g"]);
     assert_eq!((summary.input, summary.output, summary.failed), (8, 3, 1));
 
@@ -531,16 +548,28 @@ fn batch_groups_messages_within_each_source_batch() {
     let arrays = std::fs::read_to_string(dir.path().join("arrays.jsonl")).unwrap();
     let sizes: Vec<usize> = arrays
         .lines()
-        .map(|l| serde_json::from_str::<Vec<serde_json::Value>>(l).unwrap().len())
+        .map(|l| {
+            serde_json::from_str::<Vec<serde_json::Value>>(l)
+                .unwrap()
+                .len()
+        })
         .collect();
     assert_eq!(sizes, [5, 3]);
     let input = std::fs::read_to_string(dir.path().join("in.jsonl")).unwrap();
     let back = std::fs::read_to_string(dir.path().join("back.jsonl")).unwrap();
     let parse = |text: &str| -> Vec<serde_json::Value> {
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
     assert_eq!(parse(&back), parse(&input));
-    let back_summary = results.iter().find(|(n, _)| n == "back").unwrap().1.as_ref().unwrap();
+    let back_summary = results
+        .iter()
+        .find(|(n, _)| n == "back")
+        .unwrap()
+        .1
+        .as_ref()
+        .unwrap();
     let throttle = back_summary.policies.iter().find(|(n, _)| n == "throttle");
     assert!(
         throttle.is_some_and(|(_, c)| c.rate_limited > 0),

@@ -345,12 +345,14 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
     } else {
         // Some steps dead-letter into channels: one sink sorts the letters.
         let file = match dead_letter {
-            Some(path) => Some(JsonLinesSink::append(&path).map_err(|error| {
-                RunError::DeadLetter {
-                    name: path.display().to_string(),
-                    error,
-                }
-            })?),
+            Some(path) => {
+                Some(
+                    JsonLinesSink::append(&path).map_err(|error| RunError::DeadLetter {
+                        name: path.display().to_string(),
+                        error,
+                    })?,
+                )
+            }
             None => None,
         };
         let mut channels = Vec::new();
@@ -444,7 +446,10 @@ impl Sink<DeadLetter> for DeadLetterRouter {
         names.join(", ")
     }
 
-    async fn write(&mut self, items: &[DeadLetter]) -> Result<(), crate::connector::ConnectorError> {
+    async fn write(
+        &mut self,
+        items: &[DeadLetter],
+    ) -> Result<(), crate::connector::ConnectorError> {
         for (step, sink) in &mut self.channels {
             let picked: Vec<&DeadLetter> = items.iter().filter(|d| d.stage == *step).collect();
             if !picked.is_empty() {

@@ -366,7 +366,10 @@ pub enum ConnectorError {
 
 /// What a server refused or failed, where, and what to do about it.
 #[derive(Debug, thiserror::Error)]
-#[error("{connector} `{target}`: cannot {action}: {message}{}", hint_text(hint))]
+#[error(
+    "{connector} `{target}`: cannot {action}: {message}{}",
+    hint_text(hint)
+)]
 pub struct ServerError {
     /// The connector (`nats`, `redis`, `postgres`...).
     pub connector: &'static str,

@@ -24,10 +24,10 @@ use crate::context::{Context, Resources};
 use crate::flow::{Emit, FlowDef, StepFailure};
 use crate::function::{Shape, StepInfo};
 use crate::monitor::{Metrics, Monitor, NoMonitor, StepRef};
+use crate::policy::{OnError, PolicyStats};
 use crate::registry::{
     AsyncCall, BoxedSlot, DecodeFn, EncodeFn, ErasedError, ErasedStep, TypeCodec, take,
 };
-use crate::policy::{OnError, PolicyStats};
 use crate::runtime::Shutdown;
 
 mod bridge;
@@ -253,10 +253,7 @@ impl DynFlowBuilder {
         size: usize,
     ) -> Result<&mut Self, BatchError> {
         let name = node.get().info().name;
-        let prev = self
-            .nodes
-            .last()
-            .map_or(TypeCodec::json(), |t| t.output);
+        let prev = self.nodes.last().map_or(TypeCodec::json(), |t| t.output);
         let expected = format!("alloc::vec::Vec<{}>", prev.name);
         let takes_list = input.is_json() || input.name.starts_with("alloc::vec::Vec<");
         if !takes_list || (!prev.is_json() && input.name != expected) {
@@ -407,7 +404,11 @@ impl DynFlowBuilder {
         let skip_encoders: Vec<Option<EncodeFn>> = self
             .nodes
             .iter()
-            .map(|t| (t.on_error == OnFailure::Skip).then_some(t.input.encode).flatten())
+            .map(|t| {
+                (t.on_error == OnFailure::Skip)
+                    .then_some(t.input.encode)
+                    .flatten()
+            })
             .collect();
         let dead_letter_channels = self
             .nodes

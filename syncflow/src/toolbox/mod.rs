@@ -42,9 +42,7 @@ pub use expr::{EvalError, EvalErrorKind, Expr, ExprError};
 pub use fields::{FieldPath, Remove, RemoveArgs, Rename, RenameArgs, Set, SetArgs, SetValue};
 pub use json::{JsonDecode, JsonEncode, JsonFieldArgs};
 pub use logic::{Filter, FilterArgs, Map, MapArgs, Route, RouteArgs, RouteCase};
-pub use shape::{
-    Batch, BatchArgs, MAX_BATCH_SIZE, Throttle, ThrottleArgs, Unbatch, UnbatchArgs,
-};
+pub use shape::{Batch, BatchArgs, MAX_BATCH_SIZE, Throttle, ThrottleArgs, Unbatch, UnbatchArgs};
 
 /// What an operator does with one message.
 #[derive(Debug, Clone, PartialEq)]
