@@ -66,6 +66,7 @@ fn event(r: &Row) -> ChangeEvent {
             snapshot: false,
         },
         ts_ms: 1_700_000_000_123,
+        ddl: None,
     }
 }
 

@@ -921,7 +921,9 @@ impl<T: Serialize + Sync> Sink<T> for MysqlSink {
         }
         self.outage.recovered(CONNECTOR, &self.target);
         self.rejects.write(&mut self.collector.rejects).await?;
-        self.collector.clear();
+        if self.collector.clear() {
+            self.sql.clear();
+        }
         Ok(())
     }
 }

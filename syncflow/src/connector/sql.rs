@@ -129,6 +129,9 @@ pub(crate) struct IngestOptions {
     pub(crate) on_ddl: NoRowEvents,
 }
 
+/// Shapes (sets of columns) remembered across flushes, at most.
+const MAX_SHAPES: usize = 1024;
+
 /// A column of a sink's table.
 #[derive(Debug, Clone)]
 pub(crate) struct Column {
@@ -293,6 +296,7 @@ pub(crate) struct Collector<V> {
     shape_bits: Vec<u64>,
     key_raw: Vec<Option<Range<u32>>>,
     key_scratch: Vec<u8>,
+    encoded: Vec<u8>,
     /// Messages seen so far (positions of rejects).
     seen: u64,
 }
@@ -317,6 +321,7 @@ impl<V: Clone> Default for Collector<V> {
             shape_bits: Vec::new(),
             key_raw: Vec::new(),
             key_scratch: Vec::new(),
+            encoded: Vec::new(),
             seen: 0,
         }
     }
@@ -339,8 +344,10 @@ impl<V: Clone> Collector<V> {
     }
 
     /// Forgets everything collected, keeping the allocations (and the
-    /// shapes, which later batches reuse).
-    pub(crate) fn clear(&mut self) {
+    /// shapes, which later batches reuse). Returns `true` when the shapes
+    /// were forgotten too (there were too many): statements cached by shape
+    /// must then be forgotten.
+    pub(crate) fn clear(&mut self) -> bool {
         self.inputs.clear();
         self.cells.clear();
         self.rows.clear();
@@ -348,10 +355,12 @@ impl<V: Clone> Collector<V> {
         self.rejects.clear();
         self.keys.clear();
         self.index.clear();
-        if self.shapes.len() > 4096 {
+        if self.shapes.len() > MAX_SHAPES {
             self.shapes.clear();
             self.shape_columns.clear();
+            return true;
         }
+        false
     }
 
     /// The cells of a row change.
@@ -375,20 +384,21 @@ impl<V: Clone> Collector<V> {
     ) {
         self.seen += 1;
         let start = self.inputs.len();
-        // serde_json writes valid UTF-8 only.
-        let mut bytes = std::mem::take(&mut self.inputs).into_bytes();
-        let encoded = serde_json::to_writer(&mut bytes, item);
-        self.inputs = String::from_utf8(bytes).unwrap_or_else(|e| {
-            let mut bytes = e.into_bytes();
-            bytes.truncate(start);
-            String::from_utf8(bytes).unwrap_or_default()
-        });
-        let input = start as u32..self.inputs.len() as u32;
-        if let Err(error) = encoded {
-            self.inputs.truncate(start);
-            self.reject_text(format!("cannot encode the message as JSON: {error}"), "");
-            return;
+        self.encoded.clear();
+        let encoded = serde_json::to_writer(&mut self.encoded, item)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                // serde_json writes UTF-8 only; checked over this message alone.
+                std::str::from_utf8(&self.encoded).map_err(|e| e.to_string())
+            });
+        match encoded {
+            Ok(text) => self.inputs.push_str(text),
+            Err(error) => {
+                self.reject_text(format!("cannot encode the message as JSON: {error}"), "");
+                return;
+            }
         }
+        let input = start as u32..self.inputs.len() as u32;
         if let Err(error) = self.collect(input.clone(), table, options, encoder) {
             let text = self.inputs[start..].to_string();
             self.inputs.truncate(start);

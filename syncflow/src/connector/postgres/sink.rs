@@ -668,7 +668,9 @@ impl<T: Serialize + Sync> Sink<T> for PostgresSink {
         }
         self.outage.recovered(CONNECTOR, &self.target);
         self.rejects.write(&mut self.collector.rejects).await?;
-        self.collector.clear();
+        if self.collector.clear() {
+            self.statements.clear();
+        }
         Ok(())
     }
 }
