@@ -138,6 +138,7 @@ pub(crate) struct Column {
     /// Its name.
     pub(crate) name: String,
     /// Its name as a JSON string (with quotes), for building JSON rows.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) json_name: String,
     /// Its SQL type, for messages.
     pub(crate) type_name: String,
@@ -1136,6 +1137,7 @@ impl Outage {
 }
 
 /// Quotes an identifier the SQL standard way (PostgreSQL).
+#[cfg(feature = "postgres")]
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

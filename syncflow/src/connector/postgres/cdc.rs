@@ -38,7 +38,7 @@ pub enum SnapshotMode {
     Always,
 }
 
-/// Configuration of a [`PostgresCdcSource`] (`source: { postgres_cdc: {...} }`
+/// Configuration of a [`PostgresCdcSource`] (`source: { postgres: {...} }`
 /// in flow files).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
