@@ -22,6 +22,9 @@
 //! Connectors available now, all needing no server:
 //! [`JsonLinesSource`] / [`JsonLinesSink`] (files, with checkpoints),
 //! [`StdinSource`] / [`StdoutSink`], and [`Discard`].
+//!
+//! Behind cargo features: `postgres` (`PostgresSink`, `PostgresCdcSource`)
+//! and `mysql` (`MysqlSink`), in the modules `postgres` and `mysql_sink`.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -32,10 +35,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod jsonl;
+#[cfg(feature = "mysql")]
+pub mod mysql_sink;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub mod sql;
 pub mod stdio;
 
 pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
 pub use stdio::{StdinSource, StdoutSink};
+
+#[cfg(feature = "mysql")]
+pub use mysql_sink::{MysqlSink, MysqlSinkConfig};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresCdcSource, PostgresCdcSourceConfig, PostgresSink, PostgresSinkConfig};
 
 /// What one call of [`Source::read`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
