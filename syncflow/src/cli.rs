@@ -243,6 +243,7 @@ impl Cli {
                 writeln!(out, "{}", crate::config::schema_json()).map_err(CliError::Output)
             }
             Command::Channels { store, json } => list_channels(store, json, out),
+            Command::Connectors { json } => list_connectors(json, out),
             Command::Test { file } => test_file(&file, &self.resources, out),
         };
         match result {
@@ -522,6 +523,13 @@ enum Command {
         /// The flow file (YAML)
         file: PathBuf,
     },
+    /// List the connectors of flow files: which this binary has, and the cargo feature of
+    /// each of the others
+    Connectors {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Show every Save/Load channel: its length, and each reader's position and lag
     Channels {
         /// The channel store file, or a flow file whose `channels.path` names it
@@ -595,6 +603,30 @@ fn test_file(
             if failed == 1 { "" } else { "s" }
         )))
     }
+}
+
+fn list_connectors(json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let list = crate::config::connectors::compiled_in();
+    if json {
+        let text = serde_json::to_string_pretty(&list)
+            .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        return writeln!(out, "{text}").map_err(CliError::Output);
+    }
+    let width = list.iter().map(|c| c.key.len()).max().unwrap_or(0);
+    for c in &list {
+        let status = match (c.compiled_in, c.feature) {
+            (true, _) => "yes".to_string(),
+            (false, Some(feature)) => format!("no (cargo feature `{feature}`)"),
+            (false, None) => "no".to_string(),
+        };
+        writeln!(
+            out,
+            "{:width$}  {:12}  {:28}  {}",
+            c.key, c.kinds, status, c.what
+        )
+        .map_err(CliError::Output)?;
+    }
+    Ok(())
 }
 
 fn list_channels(store: PathBuf, json: bool, out: &mut dyn Write) -> Result<(), CliError> {

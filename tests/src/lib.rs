@@ -98,3 +98,18 @@ pub mod lib_ops {
         line.trim().to_string()
     }
 }
+
+/// Runs the `syncflow` command line in-process: (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (u8, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = syncflow::cli::Cli::new().execute(
+        std::iter::once("syncflow").chain(args.iter().copied()),
+        &mut out,
+        &mut err,
+    );
+    (
+        code,
+        String::from_utf8(out).unwrap_or_default(),
+        String::from_utf8(err).unwrap_or_default(),
+    )
+}

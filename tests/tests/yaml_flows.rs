@@ -232,19 +232,7 @@ fn a_typed_input_without_deserialize_cannot_start_a_flow() {
     );
 }
 
-fn cli(args: &[&str]) -> (u8, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = syncflow::cli::Cli::new().execute(
-        std::iter::once("syncflow").chain(args.iter().copied()),
-        &mut out,
-        &mut err,
-    );
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
+use syncflow_tests::cli;
 
 #[test]
 fn cli_checks_runs_and_describes_flow_files() {

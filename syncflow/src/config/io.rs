@@ -17,13 +17,26 @@ pub(super) fn check_source(
     let loc = spec.referenced;
     let s = &spec.value;
     let at = |message: String| ConfigError::new(origin, loc, message);
+    let connectors = s.connectors();
     let kinds = [s.file.is_some(), s.stdin == Some(true), s.load.is_some()];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        errors.push(at(
-            "a source is exactly one of `file: <path>`, `stdin: true` or `load: <channel>`"
-                .to_string(),
-        ));
+    if kinds.iter().filter(|k| **k).count() + connectors.len() != 1 {
+        errors.push(at(format!(
+            "a source is exactly one of `file: <path>`, `stdin: true`, `load: <channel>` or a connector ({})",
+            connector_keys(super::connectors::SOURCE_KEYS)
+        )));
         return None;
+    }
+    if let [(key, settings)] = connectors.as_slice() {
+        if s.state_dir.is_some() || s.reader.is_some() {
+            errors.push(at(format!(
+                "`state_dir` and `reader` apply to `file` and `load` sources only: the `{key}` connector keeps its position itself (see its settings)"
+            )));
+            return None;
+        }
+        return super::connectors::source(key, (*settings).clone())
+            .map(SourcePlan::Connector)
+            .map_err(|m| errors.push(at(format!("source {m}"))))
+            .ok();
     }
     if let Some(channel) = &s.load {
         if s.state_dir.is_some() {
@@ -84,13 +97,26 @@ pub(super) fn check_sink(
     let loc = spec.referenced;
     let s = &spec.value;
     let at = |message: String| ConfigError::new(origin, loc, message);
+    let connectors = s.connectors();
     let kinds = [s.file.is_some(), s.stdout == Some(true), s.save.is_some()];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        errors.push(at(
-            "a sink is exactly one of `file: <path>`, `stdout: true` or `save: <channel>`"
-                .to_string(),
-        ));
+    if kinds.iter().filter(|k| **k).count() + connectors.len() != 1 {
+        errors.push(at(format!(
+            "a sink is exactly one of `file: <path>`, `stdout: true`, `save: <channel>` or a connector ({})",
+            connector_keys(super::connectors::SINK_KEYS)
+        )));
         return None;
+    }
+    if let [(key, settings)] = connectors.as_slice() {
+        if s.append.is_some() || s.fsync.is_some() {
+            errors.push(at(format!(
+                "`append` and `fsync` apply to a `file` sink only, not to the `{key}` connector"
+            )));
+            return None;
+        }
+        return super::connectors::sink(key, (*settings).clone())
+            .map(SinkPlan::Connector)
+            .map_err(|m| errors.push(at(format!("sink {m}"))))
+            .ok();
     }
     if let Some(channel) = &s.save {
         if s.append.is_some() || s.fsync.is_some() {
@@ -124,4 +150,12 @@ pub(super) fn check_sink(
         return None;
     }
     Some(SinkPlan::Stdout)
+}
+
+/// `a`, `b`, `c`: the connector keys, for messages.
+fn connector_keys(keys: &[(&str, &str)]) -> String {
+    keys.iter()
+        .map(|(k, _)| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -19,6 +19,7 @@
 //! problem is reported, each with `file:line:col`; nothing runs if there is
 //! one. The result is a [`Plan`] of [`DynFlow`]s ready to run.
 
+pub mod connectors;
 mod env;
 mod error;
 mod io;
@@ -157,7 +158,7 @@ impl KeyPlan {
 }
 
 /// A checked source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum SourcePlan {
     /// A JSON-lines file, with an optional checkpoint directory.
     File {
@@ -175,10 +176,12 @@ pub enum SourcePlan {
         /// The cursor's name.
         reader: String,
     },
+    /// A connector (a broker, a database's change log, a webhook).
+    Connector(connectors::ConnectorSource),
 }
 
 /// A checked sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum SinkPlan {
     /// A JSON-lines file.
     File {
@@ -196,6 +199,8 @@ pub enum SinkPlan {
         /// The channel.
         channel: String,
     },
+    /// A connector (a broker, a database table, an HTTP endpoint).
+    Connector(connectors::ConnectorSink),
 }
 
 /// The channel store's settings, when the file uses channels or sets them.

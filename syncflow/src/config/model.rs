@@ -119,6 +119,24 @@ pub struct SourceSpec {
     pub load: Option<String>,
     /// With `load`: the name of the cursor (default: the flow's name).
     pub reader: Option<String>,
+    /// PostgreSQL logical replication (pgoutput): a snapshot of the
+    /// published tables, then every change, as change events (cargo feature
+    /// `postgres`; `${VAR}` is replaced in every string).
+    #[cfg_attr(
+        feature = "postgres",
+        schemars(with = "Option<crate::connector::postgres::PostgresCdcSourceConfig>")
+    )]
+    pub postgres: Option<serde_json::Value>,
+}
+
+impl SourceSpec {
+    /// The connector keys given, with their settings.
+    pub(crate) fn connectors(&self) -> Vec<(&'static str, &serde_json::Value)> {
+        [("postgres", &self.postgres)]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value.as_ref()?)))
+            .collect()
+    }
 }
 
 /// A sink: exactly one of `file`, `stdout` or `save`.
@@ -140,6 +158,30 @@ pub struct SinkSpec {
     /// Take only the messages the flow's last step, `route`, sends to this
     /// target (without it, a sink takes every message).
     pub route: Option<String>,
+    /// Upsert into a PostgreSQL table, batched and idempotent (cargo feature
+    /// `postgres`; `${VAR}` is replaced in every string).
+    #[cfg_attr(
+        feature = "postgres",
+        schemars(with = "Option<crate::connector::postgres::PostgresSinkConfig>")
+    )]
+    pub postgres: Option<serde_json::Value>,
+    /// Upsert into a MySQL / MariaDB table, batched and idempotent (cargo
+    /// feature `mysql`; `${VAR}` is replaced in every string).
+    #[cfg_attr(
+        feature = "mysql",
+        schemars(with = "Option<crate::connector::mysql_sink::MysqlSinkConfig>")
+    )]
+    pub mysql: Option<serde_json::Value>,
+}
+
+impl SinkSpec {
+    /// The connector keys given, with their settings.
+    pub(crate) fn connectors(&self) -> Vec<(&'static str, &serde_json::Value)> {
+        [("postgres", &self.postgres), ("mysql", &self.mysql)]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value.as_ref()?)))
+            .collect()
+    }
 }
 
 /// The JSON Schema of flow files, pretty-printed.

@@ -256,6 +256,7 @@ impl PlannedFlow {
                 let source = StdinSource::with_decoder(decode);
                 finish(Runtime::new(flow).source(source), options).await
             }
+            SourcePlan::Connector(source) => source.run(flow, decode, options).await,
         }?;
         summary.policies = crate::dynamic::policy_snapshot(&policy_stats)
             .into_iter()
@@ -266,7 +267,7 @@ impl PlannedFlow {
 }
 
 /// How a planned flow runs, apart from its source.
-struct Options {
+pub(crate) struct Options {
     store: Option<ChannelStore>,
     sinks: Vec<SinkPlan>,
     routes: Vec<Option<u16>>,
@@ -281,7 +282,7 @@ struct Options {
     progress: Option<Progress>,
 }
 
-async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
+pub(crate) async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
     mut rt: Runtime<DynFlow, crate::monitor::Metrics, S>,
     options: Options,
 ) -> Result<RunSummary, RunError> {
@@ -326,6 +327,7 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
                 add_sink(rt, sink.fsync(fsync), route)
             }
             SinkPlan::Stdout => add_sink(rt, StdoutSink::new(), route),
+            SinkPlan::Connector(sink) => sink.add_to(rt, route).await?,
             SinkPlan::Save { channel } => {
                 let name = format!("save:{channel}");
                 let sink_error = |error: crate::connector::ConnectorError| RunError::Sink {
@@ -379,7 +381,7 @@ async fn finish<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
 }
 
 /// Adds a sink, behind a filter when it takes only one route target.
-fn add_sink<S, K>(
+pub(crate) fn add_sink<S, K>(
     rt: Runtime<DynFlow, crate::monitor::Metrics, S>,
     sink: K,
     route: Option<u16>,

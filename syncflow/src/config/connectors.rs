@@ -1,0 +1,256 @@
+//! The connectors of flow files: the source and sink keys that name a
+//! connector compiled into this binary (`source: { postgres: {...} }`,
+//! `sinks: [ { nats: {...} } ]`).
+//!
+//! A connector's settings are read as JSON first, every string in them has
+//! its `${VAR}` replaced, and then they are read into the connector's own
+//! settings type (whose JSON Schema is part of the flow file's). So a URL
+//! with a password comes from the environment and is never in the file.
+//! A key for a connector that this binary was built without is an error
+//! that names the cargo feature to enable.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::env;
+
+/// Every connector key of sources, with the cargo feature that compiles it in.
+pub const SOURCE_KEYS: &[(&str, &str)] = &[("postgres", "postgres")];
+
+/// Every connector key of sinks, with the cargo feature that compiles it in.
+pub const SINK_KEYS: &[(&str, &str)] = &[("postgres", "postgres"), ("mysql", "mysql")];
+
+/// A connector source of a checked flow file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConnectorSource {
+    /// PostgreSQL logical replication (pgoutput).
+    #[cfg(feature = "postgres")]
+    Postgres(Box<crate::connector::postgres::PostgresCdcSourceConfig>),
+}
+
+/// A connector sink of a checked flow file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConnectorSink {
+    /// PostgreSQL upserts.
+    #[cfg(feature = "postgres")]
+    Postgres(Box<crate::connector::postgres::PostgresSinkConfig>),
+    /// MySQL / MariaDB upserts.
+    #[cfg(feature = "mysql")]
+    Mysql(Box<crate::connector::mysql_sink::MysqlSinkConfig>),
+}
+
+/// Replaces `${VAR}` in every string of `value`.
+fn interpolate_all(value: &mut Value) -> Result<(), String> {
+    match value {
+        Value::String(s) => *s = env::interpolate(s)?,
+        Value::Array(items) => {
+            for item in items {
+                interpolate_all(item)?;
+            }
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                interpolate_all(item)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reads a connector's settings.
+#[allow(dead_code)] // unused when no connector is compiled in
+fn settings<T: DeserializeOwned>(key: &str, mut value: Value) -> Result<Box<T>, String> {
+    interpolate_all(&mut value).map_err(|m| format!("{key}: {m}"))?;
+    serde_json::from_value(value).map_err(|e| format!("{key}: {e}"))
+}
+
+fn not_compiled(kind: &str, key: &str, feature: &str) -> String {
+    format!(
+        "this syncflow binary was built without the `{key}` {kind} connector: build it with the cargo feature `{feature}` (`syncflow connectors` lists what is compiled in)"
+    )
+}
+
+/// The source of connector `key`, from its settings.
+#[allow(unused_variables)]
+pub(crate) fn source(key: &str, value: Value) -> Result<ConnectorSource, String> {
+    match key {
+        #[cfg(feature = "postgres")]
+        "postgres" => Ok(ConnectorSource::Postgres(settings(key, value)?)),
+        _ => {
+            let feature = SOURCE_KEYS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(key, |(_, f)| f);
+            Err(not_compiled("source", key, feature))
+        }
+    }
+}
+
+/// The sink of connector `key`, from its settings.
+#[allow(unused_variables)]
+pub(crate) fn sink(key: &str, value: Value) -> Result<ConnectorSink, String> {
+    match key {
+        #[cfg(feature = "postgres")]
+        "postgres" => Ok(ConnectorSink::Postgres(settings(key, value)?)),
+        #[cfg(feature = "mysql")]
+        "mysql" => Ok(ConnectorSink::Mysql(settings(key, value)?)),
+        _ => {
+            let feature = SINK_KEYS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(key, |(_, f)| f);
+            Err(not_compiled("sink", key, feature))
+        }
+    }
+}
+
+impl ConnectorSource {
+    /// The connector's key in flow files.
+    pub fn key(&self) -> &'static str {
+        match *self {
+            #[cfg(feature = "postgres")]
+            ConnectorSource::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl ConnectorSink {
+    /// The connector's key in flow files.
+    pub fn key(&self) -> &'static str {
+        match *self {
+            #[cfg(feature = "postgres")]
+            ConnectorSink::Postgres(_) => "postgres",
+            #[cfg(feature = "mysql")]
+            ConnectorSink::Mysql(_) => "mysql",
+        }
+    }
+}
+
+/// What `syncflow connectors` shows: every connector, whether this binary
+/// has it, and its cargo feature.
+pub fn compiled_in() -> Vec<ConnectorInfo> {
+    let mut list = vec![
+        ConnectorInfo::builtin("file", "source, sink", "JSON-lines files, with checkpoints"),
+        ConnectorInfo::builtin("stdin / stdout", "source, sink", "JSON lines"),
+        ConnectorInfo::builtin(
+            "load / save",
+            "source, sink",
+            "Save/Load channels (embedded store)",
+        ),
+    ];
+    let described: &[(&str, &str, &str, bool)] = &[
+        (
+            "postgres",
+            "source, sink",
+            "PostgreSQL: pgoutput CDC source, batched idempotent upsert sink",
+            cfg!(feature = "postgres"),
+        ),
+        (
+            "mysql",
+            "sink",
+            "MySQL / MariaDB: batched idempotent upsert sink",
+            cfg!(feature = "mysql"),
+        ),
+    ];
+    for &(key, kinds, what, on) in described {
+        list.push(ConnectorInfo {
+            key,
+            kinds,
+            what,
+            feature: Some(key),
+            compiled_in: on,
+        });
+    }
+    list
+}
+
+/// One connector, as listed by `syncflow connectors`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectorInfo {
+    /// Its key in flow files.
+    pub key: &'static str,
+    /// `source`, `sink`, or both.
+    pub kinds: &'static str,
+    /// What it connects to.
+    pub what: &'static str,
+    /// The cargo feature that compiles it in (`None`: always there).
+    pub feature: Option<&'static str>,
+    /// Whether this binary has it.
+    pub compiled_in: bool,
+}
+
+impl ConnectorInfo {
+    fn builtin(key: &'static str, kinds: &'static str, what: &'static str) -> Self {
+        ConnectorInfo {
+            key,
+            kinds,
+            what,
+            feature: None,
+            compiled_in: true,
+        }
+    }
+}
+
+type DynRuntime<S> = crate::runtime::Runtime<crate::dynamic::DynFlow, crate::monitor::Metrics, S>;
+
+impl ConnectorSource {
+    /// Connects and runs `flow` from this source.
+    // Without connectors compiled in, there is nothing to match.
+    #[allow(unused_variables)]
+    pub(crate) async fn run(
+        self,
+        flow: crate::flow::Flow<crate::dynamic::DynFlow>,
+        decode: crate::registry::DecodeFn,
+        options: super::run::Options,
+    ) -> Result<crate::runtime::RunSummary, crate::runtime::RunError> {
+        let source_error = |key: &str, error| crate::runtime::RunError::Source {
+            name: key.to_string(),
+            error,
+        };
+        match self {
+            #[cfg(feature = "postgres")]
+            ConnectorSource::Postgres(config) => {
+                let source =
+                    crate::connector::postgres::PostgresCdcSource::connect_with(&config, decode)
+                        .await
+                        .map_err(|e| source_error("postgres", e))?;
+                super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
+            }
+        }
+    }
+}
+
+impl ConnectorSink {
+    /// Connects and adds this sink to `rt`, taking only `route`'s messages
+    /// when given.
+    #[allow(unused_variables)]
+    pub(crate) async fn add_to<S: crate::connector::Source<Item = crate::registry::BoxedSlot>>(
+        self,
+        rt: DynRuntime<S>,
+        route: Option<u16>,
+    ) -> Result<DynRuntime<S>, crate::runtime::RunError> {
+        let sink_error = |key: &str, error| crate::runtime::RunError::Sink {
+            name: key.to_string(),
+            error,
+        };
+        match self {
+            #[cfg(feature = "postgres")]
+            ConnectorSink::Postgres(config) => {
+                let sink = crate::connector::postgres::PostgresSink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("postgres", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+            #[cfg(feature = "mysql")]
+            ConnectorSink::Mysql(config) => {
+                let sink = crate::connector::mysql_sink::MysqlSink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("mysql", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Connectors in flow files, against the real services: a PostgreSQL table
+//! replicated into MariaDB by a flow file (pgoutput CDC source → MySQL
+//! upsert sink), and the load-time errors of connector settings.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use syncflow::config;
+use syncflow::connector::postgres::PostgresCdcSourceConfig;
+use syncflow::runtime::Shutdown;
+use syncflow_tests::services::{require, unique};
+
+const PG: &str = "host=127.0.0.1 user=postgres dbname=test";
+const MY: &str = "mysql://root@127.0.0.1:3306/test";
+
+async fn pg() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(PG, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+async fn my_rows(conn: &mut mysql_async::Conn, table: &str) -> Vec<(i64, String)> {
+    conn.query(format!("SELECT id, name FROM {table} ORDER BY id"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_file_replicates_postgres_into_mariadb() {
+    if !require("postgres") || !require("mariadb") {
+        return;
+    }
+    let table = unique("yaml_repl");
+    let slot = unique("yaml_slot");
+    let publication = unique("yaml_pub");
+    let client = pg().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL);
+             INSERT INTO {table} VALUES (1, 'one'), (2, 'two');"
+        ))
+        .await
+        .unwrap();
+    let mut my = mysql_async::Conn::new(mysql_async::Opts::from_url(MY).unwrap())
+        .await
+        .unwrap();
+    my.query_drop(format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, name VARCHAR(64) NOT NULL)"
+    ))
+    .await
+    .unwrap();
+
+    // The connection strings come from the environment, as secrets would.
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe {
+        std::env::set_var("SYNCFLOW_TEST_PG", PG);
+        std::env::set_var("SYNCFLOW_TEST_MY", MY);
+    }
+    let yaml = format!(
+        r#"
+flows:
+  replicate:
+    source:
+      postgres: {{ url: "${{SYNCFLOW_TEST_PG}}", tables: [{table}], slot: {slot}, publication: {publication}, poll_interval_ms: 50 }}
+    sinks:
+      - mysql: {{ url: "${{SYNCFLOW_TEST_MY}}", table: {table} }}
+"#
+    );
+    let plan = config::load_str(&yaml, "replicate.yaml").expect("valid");
+    let shutdown = Shutdown::new();
+    let run = tokio::spawn(plan.run(shutdown.clone(), false));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let expect_rows = |rows: Vec<(i64, String)>, want: &[(i64, &str)]| {
+        rows == want
+            .iter()
+            .map(|(i, s)| (*i, s.to_string()))
+            .collect::<Vec<_>>()
+    };
+    // The snapshot arrives first...
+    while !expect_rows(my_rows(&mut my, &table).await, &[(1, "one"), (2, "two")]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "snapshot not replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... then every change.
+    client
+        .batch_execute(&format!(
+            "UPDATE {table} SET name = 'uno' WHERE id = 1;
+             DELETE FROM {table} WHERE id = 2;
+             INSERT INTO {table} VALUES (3, 'three');"
+        ))
+        .await
+        .unwrap();
+    while !expect_rows(my_rows(&mut my, &table).await, &[(1, "uno"), (3, "three")]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "changes not replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.shutdown();
+    let results = run.await.unwrap();
+    let summary = results[0].1.as_ref().expect("the flow ran");
+    assert_eq!(
+        summary.output, 5,
+        "2 snapshot rows and 3 changes: {summary}"
+    );
+
+    // Clean up: the slot and publication, and both tables.
+    let cdc = PostgresCdcSourceConfig {
+        slot: slot.clone(),
+        publication: publication.clone(),
+        ..PostgresCdcSourceConfig::new(PG, [table.as_str()])
+    };
+    assert!(cdc.drop_slot().await.unwrap());
+    cdc.drop_publication().await.unwrap();
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+    my.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+}
+
+#[test]
+fn connector_settings_are_checked_at_load() {
+    let yaml = r#"
+flows:
+  f:
+    source: { postgres: { url: "host=x", tabels: [t] } }
+    sinks:
+      - mysql: { table: t }
+      - { mysql: { url: "mysql://x/y", table: t }, fsync: true }
+      - { file: out.jsonl, postgres: { url: "host=x", table: t } }
+"#;
+    let text = config::load_str(yaml, "c.yaml").unwrap_err().to_string();
+    assert!(
+        text.contains("c.yaml:4:13: source postgres: unknown field `tabels`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("c.yaml:6:9: sink mysql: missing field `url`"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "`append` and `fsync` apply to a `file` sink only, not to the `mysql` connector"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("a sink is exactly one of `file: <path>`, `stdout: true`, `save: <channel>` or a connector (`postgres`, `mysql`"),
+        "{text}"
+    );
+    let unset = "flows:\n  f:\n    source: { postgres: { url: \"${SYNCFLOW_SURELY_UNSET}\" } }\n";
+    let text = config::load_str(unset, "u.yaml").unwrap_err().to_string();
+    assert!(
+        text.contains("source postgres: ") && text.contains("SYNCFLOW_SURELY_UNSET"),
+        "{text}"
+    );
+}
+
+#[test]
+fn syncflow_connectors_lists_what_is_compiled_in() {
+    let (code, table, _) = syncflow_tests::cli(&["connectors"]);
+    assert_eq!(code, 0);
+    // This test binary is built with the connector features.
+    for key in ["file", "postgres", "mysql"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no `{key}` line in\n{table}"));
+        assert!(line.contains("yes"), "{line}");
+    }
+    let (code, json, _) = syncflow_tests::cli(&["connectors", "--json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let postgres = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "postgres")
+        .unwrap();
+    assert_eq!(postgres["feature"], "postgres");
+    assert_eq!(postgres["compiled_in"], true);
+}
