@@ -31,11 +31,18 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod jsonl;
+#[cfg(any(feature = "amqp", feature = "mqtt", feature = "http"))]
+mod outage;
 pub mod stdio;
 
 pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
 pub use stdio::{StdinSource, StdoutSink};
+
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpSink, AmqpSinkConfig, AmqpSource, AmqpSourceConfig};
 
 /// What one call of [`Source::read`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
