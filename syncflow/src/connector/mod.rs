@@ -34,6 +34,8 @@ use std::sync::Arc;
 #[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod jsonl;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(any(feature = "amqp", feature = "mqtt", feature = "http"))]
 mod outage;
 pub mod stdio;
@@ -43,6 +45,8 @@ pub use stdio::{StdinSource, StdoutSink};
 
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpSink, AmqpSinkConfig, AmqpSource, AmqpSourceConfig};
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttSink, MqttSinkConfig, MqttSource, MqttSourceConfig};
 
 /// What one call of [`Source::read`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
