@@ -33,6 +33,8 @@ use std::sync::Arc;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod jsonl;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
@@ -45,6 +47,8 @@ pub use stdio::{StdinSource, StdoutSink};
 
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpSink, AmqpSinkConfig, AmqpSource, AmqpSourceConfig};
+#[cfg(feature = "http")]
+pub use http::{HttpSink, HttpSinkConfig, HttpSource, HttpSourceConfig};
 #[cfg(feature = "mqtt")]
 pub use mqtt::{MqttSink, MqttSinkConfig, MqttSource, MqttSourceConfig};
 
