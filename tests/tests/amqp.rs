@@ -543,3 +543,54 @@ async fn two_processes_share_a_queue() {
     eprintln!("shared: {} here, {} in the child", here.len(), there.len());
     delete(&[&queue]).await;
 }
+
+/// Rates on this machine, run by hand:
+/// `cargo test -p syncflow-tests --release --test amqp -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn throughput() {
+    if !require("rabbitmq") {
+        return;
+    }
+    const N: u64 = 20_000;
+    let queue = unique("sf_amqp_rate");
+    let mut sink = AmqpSink::connect(&AmqpSinkConfig::new("", &queue).declare_queue(&queue))
+        .await
+        .unwrap();
+    let orders: Vec<serde_json::Value> = (1..=N)
+        .map(|id| serde_json::json!({"id": id, "cents": id * 100}))
+        .collect();
+    let started = std::time::Instant::now();
+    for chunk in orders.chunks(1000) {
+        sink.write(chunk).await.unwrap();
+        Sink::<serde_json::Value>::flush(&mut sink).await.unwrap();
+    }
+    let publish = started.elapsed();
+
+    let collect = Collect::<u64>::new();
+    let runtime = Runtime::new(flow!(order_id))
+        .source(
+            AmqpSource::<Order>::connect(&source_config(&queue).prefetch(2000), serde_decode)
+                .await
+                .unwrap(),
+        )
+        .sink(collect.clone())
+        .batch_size(1000)
+        .handle_signals(false);
+    let shutdown = runtime.shutdown_handle();
+    let started = std::time::Instant::now();
+    let run = tokio::spawn(runtime.run());
+    wait_for("every order", Duration::from_secs(60), || {
+        collect.len() as u64 >= N
+    })
+    .await;
+    let consume = started.elapsed();
+    shutdown.shutdown();
+    run.await.unwrap().unwrap();
+    eprintln!(
+        "amqp: sink {:.0} msg/s (confirmed, persistent), source {:.0} msg/s (acked)",
+        N as f64 / publish.as_secs_f64(),
+        N as f64 / consume.as_secs_f64()
+    );
+    delete(&[&queue]).await;
+}

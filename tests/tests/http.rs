@@ -74,7 +74,7 @@ async fn send(method: &str, url: &str, body: &str, token: Option<&str>) -> (u16,
 }
 
 async fn webhook(config: HttpSourceConfig) -> (HttpSource<Order>, String) {
-    let source = HttpSource::<Order>::bind(&config, serde_decode)
+    let source = HttpSource::<Order>::connect(&config, serde_decode)
         .await
         .unwrap();
     let url = format!("http://{}{}", source.local_addr(), config.path);
@@ -131,7 +131,11 @@ async fn round_trip_from_webhook_to_an_http_endpoint() {
     .await;
     let runtime = Runtime::new(flow!(charge))
         .source(source)
-        .sink(HttpSink::connect(&HttpSinkConfig::new(&target)).unwrap())
+        .sink(
+            HttpSink::connect(&HttpSinkConfig::new(&target))
+                .await
+                .unwrap(),
+        )
         .handle_signals(false);
     let shutdown = runtime.shutdown_handle();
     let run = tokio::spawn(runtime.run());
@@ -316,6 +320,7 @@ async fn the_sink_retries_server_errors_with_backoff() {
             .header("x-test", "yes")
             .retry(fast_retry(5)),
     )
+    .await
     .unwrap();
     Sink::<u64>::write(&mut sink, &[41, 42]).await.unwrap();
     Sink::<u64>::flush(&mut sink).await.unwrap();
@@ -335,7 +340,9 @@ async fn the_sink_does_not_retry_client_errors_and_gives_up_on_a_dead_server() {
         ..Endpoint::default()
     };
     let url = serve(endpoint.clone()).await;
-    let mut sink = HttpSink::connect(&HttpSinkConfig::new(&url).retry(fast_retry(5))).unwrap();
+    let mut sink = HttpSink::connect(&HttpSinkConfig::new(&url).retry(fast_retry(5)))
+        .await
+        .unwrap();
     let error = Sink::<u64>::write(&mut sink, &[1])
         .await
         .unwrap_err()
@@ -351,6 +358,7 @@ async fn the_sink_does_not_retry_client_errors_and_gives_up_on_a_dead_server() {
     // Nobody listens on port 9 of this machine: connection refused, retried, then given up.
     let mut sink =
         HttpSink::connect(&HttpSinkConfig::new("http://127.0.0.1:9/in").retry(fast_retry(3)))
+            .await
             .unwrap();
     let error = Sink::<u64>::write(&mut sink, &[1])
         .await

@@ -550,3 +550,53 @@ async fn two_processes_share_a_shared_subscription() {
     assert_eq!(distinct(&all), (1..=200).collect::<Vec<_>>());
     eprintln!("shared: {} here, {} in the child", here.len(), there.len());
 }
+
+/// Rates on this machine, run by hand:
+/// `cargo test -p syncflow-tests --release --test mqtt -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn throughput() {
+    if !require("mosquitto") {
+        return;
+    }
+    // Below Mosquitto's default `max_queued_messages` (1000), which drops the excess.
+    const N: u64 = 900;
+    let (topic, id) = (unique("sf/rate"), unique("sf-rate"));
+    let collect = Collect::<u64>::new();
+    let runtime = Runtime::new(flow!(reading_id))
+        .source(
+            MqttSource::<Reading>::connect(&config(&id, &topic), serde_decode)
+                .await
+                .unwrap(),
+        )
+        .sink(collect.clone())
+        .batch_size(1000)
+        .handle_signals(false);
+    let shutdown = runtime.shutdown_handle();
+    let run = tokio::spawn(runtime.run());
+    let mut sink = MqttSink::connect(&MqttSinkConfig::new(&topic))
+        .await
+        .unwrap();
+    let readings: Vec<serde_json::Value> = (1..=N)
+        .map(|id| serde_json::json!({"id": id, "value": 1.5}))
+        .collect();
+    let started = std::time::Instant::now();
+    for chunk in readings.chunks(100) {
+        sink.write(chunk).await.unwrap();
+        Sink::<serde_json::Value>::flush(&mut sink).await.unwrap();
+    }
+    let publish = started.elapsed();
+    wait_for("every reading", Duration::from_secs(60), || {
+        collect.len() as u64 >= N
+    })
+    .await;
+    let consume = started.elapsed();
+    shutdown.shutdown();
+    run.await.unwrap().unwrap();
+    eprintln!(
+        "mqtt: sink {:.0} msg/s (QoS 1, PUBACKed), source {:.0} msg/s end to end (acked)",
+        N as f64 / publish.as_secs_f64(),
+        N as f64 / consume.as_secs_f64()
+    );
+    forget_session(&id).await;
+}

@@ -930,3 +930,35 @@ impl<T: Serialize + Sync> Sink<T> for AmqpSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_read_from_yaml_with_defaults() {
+        let source: AmqpSourceConfig = serde_saphyr::from_str(
+            "queue: orders\nexchange: amq.topic\nrouting_key: 'shop.#'\nidle: 500ms\n",
+        )
+        .unwrap();
+        assert_eq!(source.url, DEFAULT_URL);
+        assert_eq!(source.prefetch, DEFAULT_PREFETCH);
+        assert!(source.declare);
+        assert_eq!(source.idle, Some(Duration::from_millis(500)));
+        assert_eq!(source.routing_key.as_deref(), Some("shop.#"));
+        let sink: AmqpSinkConfig = serde_saphyr::from_str("routing_key: charges\n").unwrap();
+        assert_eq!((sink.exchange.as_str(), sink.mandatory), ("", true));
+        let unknown = serde_saphyr::from_str::<AmqpSourceConfig>("queue: q\nprefech: 5\n");
+        assert!(unknown.unwrap_err().to_string().contains("prefech"));
+        let bare = serde_saphyr::from_str::<AmqpSourceConfig>("queue: q\nidle: 200\n");
+        assert!(bare.unwrap_err().to_string().contains("no unit"));
+    }
+
+    #[test]
+    fn targets_never_show_the_password() {
+        let config = AmqpSourceConfig::new("q").url("amqp://u:hunter2@h:5672/%2f");
+        assert_eq!(config.target(), "queue `q` at amqp://u:***@h:5672/%2f");
+        let config = AmqpSinkConfig::new("", "k").url("amqp://u:hunter2@h/%2f");
+        assert!(!config.target().contains("hunter2"));
+    }
+}

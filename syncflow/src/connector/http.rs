@@ -347,7 +347,7 @@ impl Drop for StopOnDrop {
 /// #[derive(serde::Deserialize)]
 /// struct Order { id: u64 }
 ///
-/// let source = HttpSource::<Order>::bind(&HttpSourceConfig::new("127.0.0.1:9000"), serde_decode).await?;
+/// let source = HttpSource::<Order>::connect(&HttpSourceConfig::new("127.0.0.1:9000"), serde_decode).await?;
 /// println!("POST orders to http://{}/", source.local_addr());
 /// # Ok(()) }
 /// ```
@@ -373,10 +373,10 @@ impl<T> std::fmt::Debug for HttpSource<T> {
 }
 
 impl<T: Send + 'static> HttpSource<T> {
-    /// Listens on the configured address and serves the webhook; messages
+    /// Binds the configured address and serves the webhook; messages
     /// are decoded with `decode` (use [`serde_decode`](super::serde_decode)
     /// for any `T: Deserialize`). Fails if the address cannot be bound.
-    pub async fn bind(
+    pub async fn connect(
         config: &HttpSourceConfig,
         decode: DecodeFn<T>,
     ) -> Result<Self, ConnectorError> {
@@ -715,7 +715,7 @@ impl<T: Send + 'static> Source for HttpSource<T> {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use syncflow::connector::http::{HttpSink, HttpSinkConfig};
 ///
-/// let sink = HttpSink::connect(&HttpSinkConfig::new("http://127.0.0.1:9000/charges"))?;
+/// let sink = HttpSink::connect(&HttpSinkConfig::new("http://127.0.0.1:9000/charges")).await?;
 /// # let _ = sink; Ok(()) }
 /// ```
 pub struct HttpSink {
@@ -748,8 +748,9 @@ enum Failure {
 }
 
 impl HttpSink {
-    /// Checks the URL and headers and builds the client (no request is sent).
-    pub fn connect(config: &HttpSinkConfig) -> Result<Self, ConnectorError> {
+    /// Checks the URL and headers and builds the client (no request is
+    /// sent: connections are opened, and kept, as batches are posted).
+    pub async fn connect(config: &HttpSinkConfig) -> Result<Self, ConnectorError> {
         let target = redact(&config.url);
         let invalid = |message: String, hint: &str| {
             ConnectorError::server(CONNECTOR, target.clone(), "post", message, hint)
@@ -1001,16 +1002,42 @@ mod tests {
     }
 
     #[test]
+    fn configs_read_from_yaml_and_hide_secrets() {
+        let source: HttpSourceConfig =
+            serde_saphyr::from_str("format: json_lines\nbearer_token: hunter2\n").unwrap();
+        assert_eq!(source.listen, DEFAULT_LISTEN);
+        assert_eq!(source.format, BodyFormat::JsonLines);
+        assert!(!format!("{source:?}").contains("hunter2"));
+        let sink: HttpSinkConfig = serde_saphyr::from_str(
+            "url: http://h/p\nmode: each\nheaders: { x-key: hunter2 }\nretry: { attempts: 3, max_backoff: 1s }\ntimeout: 2s\n",
+        )
+        .unwrap();
+        assert_eq!(sink.mode, SinkMode::Each);
+        assert_eq!(sink.retry.as_ref().map(Retry::attempts), Some(3));
+        assert!(!format!("{sink:?}").contains("hunter2"));
+        let bad = serde_saphyr::from_str::<HttpSinkConfig>("url: http://h/p\nmode: batch\n");
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn token_comparison_is_whole() {
         assert!(same(b"abc", b"abc"));
         assert!(!same(b"abc", b"abd"));
         assert!(!same(b"abc", b"ab"));
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     #[test]
     fn bad_sink_urls_are_explained() {
         let err = |url: &str| {
-            HttpSink::connect(&HttpSinkConfig::new(url))
+            block_on(HttpSink::connect(&HttpSinkConfig::new(url)))
                 .unwrap_err()
                 .to_string()
         };

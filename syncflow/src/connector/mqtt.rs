@@ -928,3 +928,27 @@ impl<T: Serialize + Sync> Sink<T> for MqttSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_read_from_yaml_and_hide_passwords() {
+        let source: MqttSourceConfig = serde_saphyr::from_str(
+            "client_id: flow-1\ntopic: '$share/g/sensors/#'\npassword: hunter2\nusername: u\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (source.host.as_str(), source.port),
+            (DEFAULT_HOST, DEFAULT_PORT)
+        );
+        assert!(!format!("{source:?}").contains("hunter2"));
+        let sink: MqttSinkConfig =
+            serde_saphyr::from_str("topic: out\npassword: hunter2\n").unwrap();
+        assert!(!sink.retain);
+        assert!(!format!("{sink:?}").contains("hunter2"));
+        let missing = serde_saphyr::from_str::<MqttSourceConfig>("topic: t\n");
+        assert!(missing.unwrap_err().to_string().contains("client_id"));
+    }
+}
