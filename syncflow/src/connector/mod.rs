@@ -34,9 +34,17 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod jsonl;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "mysql")]
 pub mod mysql_sink;
+#[cfg(any(feature = "amqp", feature = "mqtt", feature = "http"))]
+mod outage;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -46,6 +54,12 @@ pub mod stdio;
 pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
 pub use stdio::{StdinSource, StdoutSink};
 
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpSink, AmqpSinkConfig, AmqpSource, AmqpSourceConfig};
+#[cfg(feature = "http")]
+pub use http::{HttpSink, HttpSinkConfig, HttpSource, HttpSourceConfig};
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttSink, MqttSinkConfig, MqttSource, MqttSourceConfig};
 #[cfg(feature = "mysql")]
 pub use mysql_sink::{MysqlSink, MysqlSinkConfig};
 #[cfg(feature = "postgres")]
