@@ -188,3 +188,86 @@ fn syncflow_connectors_lists_what_is_compiled_in() {
     assert_eq!(postgres["feature"], "postgres");
     assert_eq!(postgres["compiled_in"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_file_moves_a_rabbitmq_queue_into_another() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+    if !require("rabbitmq") {
+        return;
+    }
+    let (input, output) = (unique("yaml_in"), unique("yaml_out"));
+    let conn = lapin::Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for queue in [&input, &output] {
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        channel
+            .basic_publish(
+                "".into(),
+                input.as_str().into(),
+                BasicPublishOptions::default(),
+                format!("{{\"n\":{i}}}").as_bytes(),
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let yaml = format!(
+        r#"
+flows:
+  relay:
+    source: {{ amqp: {{ queue: {input}, prefetch: 50 }} }}
+    steps:
+      - set: {{ relayed: {{ value: true }} }}
+    sinks:
+      - amqp: {{ exchange: "", routing_key: {output} }}
+"#
+    );
+    let plan = config::load_str(&yaml, "relay.yaml").expect("valid");
+    let shutdown = Shutdown::new();
+    let run = tokio::spawn(plan.run(shutdown.clone(), false));
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 20 {
+        assert!(std::time::Instant::now() < deadline, "got only {got:?}");
+        match channel
+            .basic_get(output.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(message) => got
+                .push(serde_json::from_slice::<serde_json::Value>(&message.delivery.data).unwrap()),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    shutdown.shutdown();
+    let results = run.await.unwrap();
+    assert!(results[0].1.is_ok(), "{:?}", results[0].1);
+    for (i, message) in got.iter().enumerate() {
+        assert_eq!(message, &serde_json::json!({ "n": i, "relayed": true }));
+    }
+    for queue in [&input, &output] {
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
+}

@@ -15,10 +15,21 @@ use serde_json::Value;
 use super::env;
 
 /// Every connector key of sources, with the cargo feature that compiles it in.
-pub const SOURCE_KEYS: &[(&str, &str)] = &[("postgres", "postgres")];
+pub const SOURCE_KEYS: &[(&str, &str)] = &[
+    ("postgres", "postgres"),
+    ("amqp", "amqp"),
+    ("mqtt", "mqtt"),
+    ("http", "http"),
+];
 
 /// Every connector key of sinks, with the cargo feature that compiles it in.
-pub const SINK_KEYS: &[(&str, &str)] = &[("postgres", "postgres"), ("mysql", "mysql")];
+pub const SINK_KEYS: &[(&str, &str)] = &[
+    ("postgres", "postgres"),
+    ("mysql", "mysql"),
+    ("amqp", "amqp"),
+    ("mqtt", "mqtt"),
+    ("http", "http"),
+];
 
 /// A connector source of a checked flow file.
 #[derive(Debug, Clone)]
@@ -27,6 +38,15 @@ pub enum ConnectorSource {
     /// PostgreSQL logical replication (pgoutput).
     #[cfg(feature = "postgres")]
     Postgres(Box<crate::connector::postgres::PostgresCdcSourceConfig>),
+    /// RabbitMQ (AMQP 0-9-1).
+    #[cfg(feature = "amqp")]
+    Amqp(Box<crate::connector::amqp::AmqpSourceConfig>),
+    /// MQTT 3.1.1 at QoS 1.
+    #[cfg(feature = "mqtt")]
+    Mqtt(Box<crate::connector::mqtt::MqttSourceConfig>),
+    /// HTTP.
+    #[cfg(feature = "http")]
+    Http(Box<crate::connector::http::HttpSourceConfig>),
 }
 
 /// A connector sink of a checked flow file.
@@ -39,6 +59,15 @@ pub enum ConnectorSink {
     /// MySQL / MariaDB upserts.
     #[cfg(feature = "mysql")]
     Mysql(Box<crate::connector::mysql_sink::MysqlSinkConfig>),
+    /// RabbitMQ (AMQP 0-9-1).
+    #[cfg(feature = "amqp")]
+    Amqp(Box<crate::connector::amqp::AmqpSinkConfig>),
+    /// MQTT 3.1.1 at QoS 1.
+    #[cfg(feature = "mqtt")]
+    Mqtt(Box<crate::connector::mqtt::MqttSinkConfig>),
+    /// HTTP.
+    #[cfg(feature = "http")]
+    Http(Box<crate::connector::http::HttpSinkConfig>),
 }
 
 /// Replaces `${VAR}` in every string of `value`.
@@ -79,6 +108,12 @@ pub(crate) fn source(key: &str, value: Value) -> Result<ConnectorSource, String>
     match key {
         #[cfg(feature = "postgres")]
         "postgres" => Ok(ConnectorSource::Postgres(settings(key, value)?)),
+        #[cfg(feature = "amqp")]
+        "amqp" => Ok(ConnectorSource::Amqp(settings(key, value)?)),
+        #[cfg(feature = "mqtt")]
+        "mqtt" => Ok(ConnectorSource::Mqtt(settings(key, value)?)),
+        #[cfg(feature = "http")]
+        "http" => Ok(ConnectorSource::Http(settings(key, value)?)),
         _ => {
             let feature = SOURCE_KEYS
                 .iter()
@@ -97,6 +132,12 @@ pub(crate) fn sink(key: &str, value: Value) -> Result<ConnectorSink, String> {
         "postgres" => Ok(ConnectorSink::Postgres(settings(key, value)?)),
         #[cfg(feature = "mysql")]
         "mysql" => Ok(ConnectorSink::Mysql(settings(key, value)?)),
+        #[cfg(feature = "amqp")]
+        "amqp" => Ok(ConnectorSink::Amqp(settings(key, value)?)),
+        #[cfg(feature = "mqtt")]
+        "mqtt" => Ok(ConnectorSink::Mqtt(settings(key, value)?)),
+        #[cfg(feature = "http")]
+        "http" => Ok(ConnectorSink::Http(settings(key, value)?)),
         _ => {
             let feature = SINK_KEYS
                 .iter()
@@ -113,6 +154,12 @@ impl ConnectorSource {
         match *self {
             #[cfg(feature = "postgres")]
             ConnectorSource::Postgres(_) => "postgres",
+            #[cfg(feature = "amqp")]
+            ConnectorSource::Amqp(_) => "amqp",
+            #[cfg(feature = "mqtt")]
+            ConnectorSource::Mqtt(_) => "mqtt",
+            #[cfg(feature = "http")]
+            ConnectorSource::Http(_) => "http",
         }
     }
 }
@@ -125,6 +172,12 @@ impl ConnectorSink {
             ConnectorSink::Postgres(_) => "postgres",
             #[cfg(feature = "mysql")]
             ConnectorSink::Mysql(_) => "mysql",
+            #[cfg(feature = "amqp")]
+            ConnectorSink::Amqp(_) => "amqp",
+            #[cfg(feature = "mqtt")]
+            ConnectorSink::Mqtt(_) => "mqtt",
+            #[cfg(feature = "http")]
+            ConnectorSink::Http(_) => "http",
         }
     }
 }
@@ -153,6 +206,24 @@ pub fn compiled_in() -> Vec<ConnectorInfo> {
             "sink",
             "MySQL / MariaDB: batched idempotent upsert sink",
             cfg!(feature = "mysql"),
+        ),
+        (
+            "amqp",
+            "source, sink",
+            "RabbitMQ (AMQP 0-9-1): queue consumer with manual acks, publisher with confirms",
+            cfg!(feature = "amqp"),
+        ),
+        (
+            "mqtt",
+            "source, sink",
+            "MQTT 3.1.1 at QoS 1: subscriber with a persistent session, publisher",
+            cfg!(feature = "mqtt"),
+        ),
+        (
+            "http",
+            "source, sink",
+            "HTTP: webhook source answering after the sinks confirmed, POST sink with retries",
+            cfg!(feature = "http"),
         ),
     ];
     for &(key, kinds, what, on) in described {
@@ -219,6 +290,27 @@ impl ConnectorSource {
                         .map_err(|e| source_error("postgres", e))?;
                 super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
             }
+            #[cfg(feature = "amqp")]
+            ConnectorSource::Amqp(config) => {
+                let source = crate::connector::amqp::AmqpSource::connect(&config, decode)
+                    .await
+                    .map_err(|e| source_error("amqp", e))?;
+                super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
+            }
+            #[cfg(feature = "mqtt")]
+            ConnectorSource::Mqtt(config) => {
+                let source = crate::connector::mqtt::MqttSource::connect(&config, decode)
+                    .await
+                    .map_err(|e| source_error("mqtt", e))?;
+                super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
+            }
+            #[cfg(feature = "http")]
+            ConnectorSource::Http(config) => {
+                let source = crate::connector::http::HttpSource::connect(&config, decode)
+                    .await
+                    .map_err(|e| source_error("http", e))?;
+                super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
+            }
         }
     }
 }
@@ -249,6 +341,27 @@ impl ConnectorSink {
                 let sink = crate::connector::mysql_sink::MysqlSink::connect(&config)
                     .await
                     .map_err(|e| sink_error("mysql", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+            #[cfg(feature = "amqp")]
+            ConnectorSink::Amqp(config) => {
+                let sink = crate::connector::amqp::AmqpSink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("amqp", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+            #[cfg(feature = "mqtt")]
+            ConnectorSink::Mqtt(config) => {
+                let sink = crate::connector::mqtt::MqttSink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("mqtt", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+            #[cfg(feature = "http")]
+            ConnectorSink::Http(config) => {
+                let sink = crate::connector::http::HttpSink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("http", e))?;
                 Ok(super::run::add_sink(rt, sink, route))
             }
         }

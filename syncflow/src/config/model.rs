@@ -127,15 +127,38 @@ pub struct SourceSpec {
         schemars(with = "Option<crate::connector::postgres::PostgresCdcSourceConfig>")
     )]
     pub postgres: Option<serde_json::Value>,
+    /// RabbitMQ (AMQP 0-9-1): consume a RabbitMQ queue with manual acks and a prefetch; acked once every sink confirmed (cargo feature `amqp`).
+    #[cfg_attr(
+        feature = "amqp",
+        schemars(with = "Option<crate::connector::amqp::AmqpSourceConfig>")
+    )]
+    pub amqp: Option<serde_json::Value>,
+    /// MQTT 3.1.1 at QoS 1: subscribe at QoS 1 with a persistent session; PUBACK once every sink confirmed (cargo feature `mqtt`).
+    #[cfg_attr(
+        feature = "mqtt",
+        schemars(with = "Option<crate::connector::mqtt::MqttSourceConfig>")
+    )]
+    pub mqtt: Option<serde_json::Value>,
+    /// HTTP: a webhook: POSTed JSON, answered 200 only once every sink confirmed it (cargo feature `http`).
+    #[cfg_attr(
+        feature = "http",
+        schemars(with = "Option<crate::connector::http::HttpSourceConfig>")
+    )]
+    pub http: Option<serde_json::Value>,
 }
 
 impl SourceSpec {
     /// The connector keys given, with their settings.
     pub(crate) fn connectors(&self) -> Vec<(&'static str, &serde_json::Value)> {
-        [("postgres", &self.postgres)]
-            .into_iter()
-            .filter_map(|(key, value)| Some((key, value.as_ref()?)))
-            .collect()
+        [
+            ("postgres", &self.postgres),
+            ("amqp", &self.amqp),
+            ("mqtt", &self.mqtt),
+            ("http", &self.http),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value.as_ref()?)))
+        .collect()
     }
 }
 
@@ -172,15 +195,39 @@ pub struct SinkSpec {
         schemars(with = "Option<crate::connector::mysql_sink::MysqlSinkConfig>")
     )]
     pub mysql: Option<serde_json::Value>,
+    /// RabbitMQ (AMQP 0-9-1): publish to a RabbitMQ exchange with publisher confirms (cargo feature `amqp`).
+    #[cfg_attr(
+        feature = "amqp",
+        schemars(with = "Option<crate::connector::amqp::AmqpSinkConfig>")
+    )]
+    pub amqp: Option<serde_json::Value>,
+    /// MQTT 3.1.1 at QoS 1: publish at QoS 1; a flush waits for every PUBACK (cargo feature `mqtt`).
+    #[cfg_attr(
+        feature = "mqtt",
+        schemars(with = "Option<crate::connector::mqtt::MqttSinkConfig>")
+    )]
+    pub mqtt: Option<serde_json::Value>,
+    /// HTTP: POST messages to a URL, retrying 5xx and connection errors with backoff (cargo feature `http`).
+    #[cfg_attr(
+        feature = "http",
+        schemars(with = "Option<crate::connector::http::HttpSinkConfig>")
+    )]
+    pub http: Option<serde_json::Value>,
 }
 
 impl SinkSpec {
     /// The connector keys given, with their settings.
     pub(crate) fn connectors(&self) -> Vec<(&'static str, &serde_json::Value)> {
-        [("postgres", &self.postgres), ("mysql", &self.mysql)]
-            .into_iter()
-            .filter_map(|(key, value)| Some((key, value.as_ref()?)))
-            .collect()
+        [
+            ("postgres", &self.postgres),
+            ("mysql", &self.mysql),
+            ("amqp", &self.amqp),
+            ("mqtt", &self.mqtt),
+            ("http", &self.http),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value.as_ref()?)))
+        .collect()
     }
 }
 
