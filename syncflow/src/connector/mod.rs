@@ -24,7 +24,9 @@
 //! [`StdinSource`] / [`StdoutSink`], and [`Discard`].
 //!
 //! Behind cargo features: `postgres` (`PostgresSink`, `PostgresCdcSource`)
-//! and `mysql` (`MysqlSink`), in the modules `postgres` and `mysql_sink`.
+//! and `mysql` (`MysqlSink`), in the modules `postgres` and `mysql_sink`;
+//! `nats` (JetStream: module `nats`) and `redis` (Streams and key/value
+//! cache sync: module `redis`).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -34,15 +36,30 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod field_template;
 pub mod jsonl;
 #[cfg(feature = "mysql")]
 pub mod mysql_sink;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod netutil;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod sql;
 pub mod stdio;
 
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig};
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    RedisKeySink, RedisKeySinkConfig, RedisStreamSink, RedisStreamSinkConfig, RedisStreamSource,
+    RedisStreamSourceConfig,
+};
 pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
 pub use stdio::{StdinSource, StdoutSink};
 
