@@ -96,7 +96,7 @@ fn logs() {
 fn order(id: u64) -> Order {
     Order {
         id,
-        region: if id % 2 == 0 { "eu" } else { "us" }.to_string(),
+        region: if id.is_multiple_of(2) { "eu" } else { "us" }.to_string(),
         cents: id as i64 * 100 + 5,
     }
 }
