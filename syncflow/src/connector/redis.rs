@@ -1058,12 +1058,12 @@ impl<T: Send + 'static> Source for RedisStreamSource<T> {
                 return Ok(Read::Idle);
             }
             Err(Step::Redis(e)) => {
-                return Err(error(
-                    &self.target,
-                    "read entries",
-                    e,
-                    "check that the key is a stream and the consumer has the rights to read it",
-                ));
+                let hint = if e.to_string().contains("XAUTOCLAIM") {
+                    "taking over entries needs Redis 6.2 or later (XAUTOCLAIM): upgrade, or set `claim: false`"
+                } else {
+                    "check that the key is a stream and the consumer has the rights to read it"
+                };
+                return Err(error(&self.target, "read entries", e, hint));
             }
             Err(Step::Reply(m)) => return Err(error(&self.target, "read entries", m, "")),
             Err(Step::Fatal(e)) => return Err(e),
