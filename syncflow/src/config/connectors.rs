@@ -20,6 +20,8 @@ pub const SOURCE_KEYS: &[(&str, &str)] = &[
     ("amqp", "amqp"),
     ("mqtt", "mqtt"),
     ("http", "http"),
+    ("nats", "nats"),
+    ("redis", "redis"),
 ];
 
 /// Every connector key of sinks, with the cargo feature that compiles it in.
@@ -29,6 +31,9 @@ pub const SINK_KEYS: &[(&str, &str)] = &[
     ("amqp", "amqp"),
     ("mqtt", "mqtt"),
     ("http", "http"),
+    ("nats", "nats"),
+    ("redis_stream", "redis"),
+    ("redis_keys", "redis"),
 ];
 
 /// A connector source of a checked flow file.
@@ -47,6 +52,12 @@ pub enum ConnectorSource {
     /// HTTP.
     #[cfg(feature = "http")]
     Http(Box<crate::connector::http::HttpSourceConfig>),
+    /// NATS JetStream.
+    #[cfg(feature = "nats")]
+    Nats(Box<crate::connector::nats::NatsSourceConfig>),
+    /// Redis Streams.
+    #[cfg(feature = "redis")]
+    Redis(Box<crate::connector::redis::RedisStreamSourceConfig>),
 }
 
 /// A connector sink of a checked flow file.
@@ -68,6 +79,15 @@ pub enum ConnectorSink {
     /// HTTP.
     #[cfg(feature = "http")]
     Http(Box<crate::connector::http::HttpSinkConfig>),
+    /// NATS JetStream.
+    #[cfg(feature = "nats")]
+    Nats(Box<crate::connector::nats::NatsSinkConfig>),
+    /// Redis Streams.
+    #[cfg(feature = "redis")]
+    RedisStream(Box<crate::connector::redis::RedisStreamSinkConfig>),
+    /// Redis keys.
+    #[cfg(feature = "redis")]
+    RedisKeys(Box<crate::connector::redis::RedisKeySinkConfig>),
 }
 
 /// Replaces `${VAR}` in every string of `value`.
@@ -114,6 +134,10 @@ pub(crate) fn source(key: &str, value: Value) -> Result<ConnectorSource, String>
         "mqtt" => Ok(ConnectorSource::Mqtt(settings(key, value)?)),
         #[cfg(feature = "http")]
         "http" => Ok(ConnectorSource::Http(settings(key, value)?)),
+        #[cfg(feature = "nats")]
+        "nats" => Ok(ConnectorSource::Nats(settings(key, value)?)),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(ConnectorSource::Redis(settings(key, value)?)),
         _ => {
             let feature = SOURCE_KEYS
                 .iter()
@@ -138,6 +162,12 @@ pub(crate) fn sink(key: &str, value: Value) -> Result<ConnectorSink, String> {
         "mqtt" => Ok(ConnectorSink::Mqtt(settings(key, value)?)),
         #[cfg(feature = "http")]
         "http" => Ok(ConnectorSink::Http(settings(key, value)?)),
+        #[cfg(feature = "nats")]
+        "nats" => Ok(ConnectorSink::Nats(settings(key, value)?)),
+        #[cfg(feature = "redis")]
+        "redis_stream" => Ok(ConnectorSink::RedisStream(settings(key, value)?)),
+        #[cfg(feature = "redis")]
+        "redis_keys" => Ok(ConnectorSink::RedisKeys(settings(key, value)?)),
         _ => {
             let feature = SINK_KEYS
                 .iter()
@@ -160,6 +190,10 @@ impl ConnectorSource {
             ConnectorSource::Mqtt(_) => "mqtt",
             #[cfg(feature = "http")]
             ConnectorSource::Http(_) => "http",
+            #[cfg(feature = "nats")]
+            ConnectorSource::Nats(_) => "nats",
+            #[cfg(feature = "redis")]
+            ConnectorSource::Redis(_) => "redis",
         }
     }
 }
@@ -178,6 +212,12 @@ impl ConnectorSink {
             ConnectorSink::Mqtt(_) => "mqtt",
             #[cfg(feature = "http")]
             ConnectorSink::Http(_) => "http",
+            #[cfg(feature = "nats")]
+            ConnectorSink::Nats(_) => "nats",
+            #[cfg(feature = "redis")]
+            ConnectorSink::RedisStream(_) => "redis_stream",
+            #[cfg(feature = "redis")]
+            ConnectorSink::RedisKeys(_) => "redis_keys",
         }
     }
 }
@@ -225,13 +265,42 @@ pub fn compiled_in() -> Vec<ConnectorInfo> {
             "HTTP: webhook source answering after the sinks confirmed, POST sink with retries",
             cfg!(feature = "http"),
         ),
+        (
+            "nats",
+            "source, sink",
+            "NATS JetStream: durable pull consumer, publisher with acks",
+            cfg!(feature = "nats"),
+        ),
+        (
+            "redis",
+            "source",
+            "Redis Streams: consumer group with XACK and XAUTOCLAIM",
+            cfg!(feature = "redis"),
+        ),
+        (
+            "redis_stream",
+            "sink",
+            "Redis Streams: XADD",
+            cfg!(feature = "redis"),
+        ),
+        (
+            "redis_keys",
+            "sink",
+            "Redis keys and hashes: set / delete per message, for cache sync",
+            cfg!(feature = "redis"),
+        ),
     ];
     for &(key, kinds, what, on) in described {
+        let feature = SOURCE_KEYS
+            .iter()
+            .chain(SINK_KEYS)
+            .find(|(k, _)| *k == key)
+            .map_or(key, |(_, f)| f);
         list.push(ConnectorInfo {
             key,
             kinds,
             what,
-            feature: Some(key),
+            feature: Some(feature),
             compiled_in: on,
         });
     }
@@ -311,6 +380,20 @@ impl ConnectorSource {
                     .map_err(|e| source_error("http", e))?;
                 super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
             }
+            #[cfg(feature = "nats")]
+            ConnectorSource::Nats(config) => {
+                let source = crate::connector::nats::NatsSource::connect(&config, decode)
+                    .await
+                    .map_err(|e| source_error("nats", e))?;
+                super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
+            }
+            #[cfg(feature = "redis")]
+            ConnectorSource::Redis(config) => {
+                let source = crate::connector::redis::RedisStreamSource::connect(&config, decode)
+                    .await
+                    .map_err(|e| source_error("redis", e))?;
+                super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
+            }
         }
     }
 }
@@ -362,6 +445,27 @@ impl ConnectorSink {
                 let sink = crate::connector::http::HttpSink::connect(&config)
                     .await
                     .map_err(|e| sink_error("http", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+            #[cfg(feature = "nats")]
+            ConnectorSink::Nats(config) => {
+                let sink = crate::connector::nats::NatsSink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("nats", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+            #[cfg(feature = "redis")]
+            ConnectorSink::RedisStream(config) => {
+                let sink = crate::connector::redis::RedisStreamSink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("redis_stream", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+            #[cfg(feature = "redis")]
+            ConnectorSink::RedisKeys(config) => {
+                let sink = crate::connector::redis::RedisKeySink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("redis_keys", e))?;
                 Ok(super::run::add_sink(rt, sink, route))
             }
         }

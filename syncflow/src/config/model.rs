@@ -145,6 +145,18 @@ pub struct SourceSpec {
         schemars(with = "Option<crate::connector::http::HttpSourceConfig>")
     )]
     pub http: Option<serde_json::Value>,
+    /// NATS JetStream: a durable pull consumer of a JetStream stream; acked once every sink confirmed (cargo feature `nats`).
+    #[cfg_attr(
+        feature = "nats",
+        schemars(with = "Option<crate::connector::nats::NatsSourceConfig>")
+    )]
+    pub nats: Option<serde_json::Value>,
+    /// Redis Streams: a Redis Stream read by a consumer group (XREADGROUP, XACK once every sink confirmed, XAUTOCLAIM of stuck entries) (cargo feature `redis`).
+    #[cfg_attr(
+        feature = "redis",
+        schemars(with = "Option<crate::connector::redis::RedisStreamSourceConfig>")
+    )]
+    pub redis: Option<serde_json::Value>,
 }
 
 impl SourceSpec {
@@ -155,6 +167,8 @@ impl SourceSpec {
             ("amqp", &self.amqp),
             ("mqtt", &self.mqtt),
             ("http", &self.http),
+            ("nats", &self.nats),
+            ("redis", &self.redis),
         ]
         .into_iter()
         .filter_map(|(key, value)| Some((key, value.as_ref()?)))
@@ -213,6 +227,24 @@ pub struct SinkSpec {
         schemars(with = "Option<crate::connector::http::HttpSinkConfig>")
     )]
     pub http: Option<serde_json::Value>,
+    /// NATS JetStream: publish to JetStream; a flush waits for every ack (cargo feature `nats`).
+    #[cfg_attr(
+        feature = "nats",
+        schemars(with = "Option<crate::connector::nats::NatsSinkConfig>")
+    )]
+    pub nats: Option<serde_json::Value>,
+    /// Redis Streams: XADD to a Redis Stream, one pipeline per batch (cargo feature `redis`).
+    #[cfg_attr(
+        feature = "redis",
+        schemars(with = "Option<crate::connector::redis::RedisStreamSinkConfig>")
+    )]
+    pub redis_stream: Option<serde_json::Value>,
+    /// Redis keys: set or delete a key (or hash) per message or change event, for cache sync (cargo feature `redis`).
+    #[cfg_attr(
+        feature = "redis",
+        schemars(with = "Option<crate::connector::redis::RedisKeySinkConfig>")
+    )]
+    pub redis_keys: Option<serde_json::Value>,
 }
 
 impl SinkSpec {
@@ -224,6 +256,9 @@ impl SinkSpec {
             ("amqp", &self.amqp),
             ("mqtt", &self.mqtt),
             ("http", &self.http),
+            ("nats", &self.nats),
+            ("redis_stream", &self.redis_stream),
+            ("redis_keys", &self.redis_keys),
         ]
         .into_iter()
         .filter_map(|(key, value)| Some((key, value.as_ref()?)))

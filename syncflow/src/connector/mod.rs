@@ -24,7 +24,9 @@
 //! [`StdinSource`] / [`StdoutSink`], and [`Discard`].
 //!
 //! Behind cargo features: `postgres` (`PostgresSink`, `PostgresCdcSource`)
-//! and `mysql` (`MysqlSink`), in the modules `postgres` and `mysql_sink`.
+//! and `mysql` (`MysqlSink`), in the modules `postgres` and `mysql_sink`;
+//! `nats` (JetStream: module `nats`) and `redis` (Streams and key/value
+//! cache sync: module `redis`).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -36,6 +38,8 @@ use std::sync::Arc;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod field_template;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod jsonl;
@@ -43,14 +47,27 @@ pub mod jsonl;
 pub mod mqtt;
 #[cfg(feature = "mysql")]
 pub mod mysql_sink;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod netutil;
 #[cfg(any(feature = "amqp", feature = "mqtt", feature = "http"))]
 mod outage;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod sql;
 pub mod stdio;
 
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig};
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    RedisKeySink, RedisKeySinkConfig, RedisStreamSink, RedisStreamSinkConfig, RedisStreamSource,
+    RedisStreamSourceConfig,
+};
 pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
 pub use stdio::{StdinSource, StdoutSink};
 
