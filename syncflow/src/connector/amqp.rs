@@ -33,7 +33,10 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use lapin::{Confirmation, PublisherConfirm};
 use serde::{Deserialize, Serialize};
 
-use super::outage::{DEFAULT_MAX_BACKOFF, Outage, redact};
+use super::netutil::{Outage, redact_url as redact};
+
+/// The longest pause between reconnection attempts by default.
+const DEFAULT_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(10);
 use super::{Acker, Batch, ConnectorError, DecodeFn, Read, Sink, Source};
 
 /// The broker of a default RabbitMQ installation, as the `guest` user.
@@ -446,11 +449,8 @@ impl<T: Send + 'static> AmqpSource<T> {
         Ok(AmqpSource {
             name: Arc::from(format!("amqp:{}", config.queue)),
             idle: config.idle.unwrap_or(DEFAULT_IDLE),
-            outage: Outage::new(
-                CONNECTOR,
-                target.clone(),
-                config.reconnect_max.unwrap_or(DEFAULT_MAX_BACKOFF),
-            ),
+            outage: Outage::new(CONNECTOR, target.clone())
+                .max_backoff(config.reconnect_max.unwrap_or(DEFAULT_MAX_BACKOFF)),
             config: config.clone(),
             target,
             decode,
@@ -781,11 +781,8 @@ impl AmqpSink {
         let target = config.target();
         let connection = open_publisher(config, &target).await?;
         Ok(AmqpSink {
-            outage: Outage::new(
-                CONNECTOR,
-                target.clone(),
-                config.reconnect_max.unwrap_or(DEFAULT_MAX_BACKOFF),
-            ),
+            outage: Outage::new(CONNECTOR, target.clone())
+                .max_backoff(config.reconnect_max.unwrap_or(DEFAULT_MAX_BACKOFF)),
             config: config.clone(),
             target,
             connection: Some(connection),

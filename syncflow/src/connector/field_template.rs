@@ -77,6 +77,7 @@ impl FieldTemplate {
     }
 
     /// The template as written.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the Redis key sink
     pub(crate) fn text(&self) -> &str {
         &self.text
     }

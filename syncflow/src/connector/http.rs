@@ -53,7 +53,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::outage::redact;
+use super::netutil::redact_url as redact;
 use super::{Acker, Batch, ConnectorError, DecodeFn, Read, Sink, Source};
 use crate::policy::Retry;
 

@@ -49,10 +49,14 @@ pub mod mqtt;
 pub mod mysql_sink;
 #[cfg(feature = "nats")]
 pub mod nats;
-#[cfg(any(feature = "nats", feature = "redis"))]
+#[cfg(any(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "http"
+))]
 mod netutil;
-#[cfg(any(feature = "amqp", feature = "mqtt", feature = "http"))]
-mod outage;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

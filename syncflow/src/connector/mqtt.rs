@@ -40,7 +40,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::outage::{DEFAULT_MAX_BACKOFF, Outage};
+use super::netutil::Outage;
+
+/// The longest pause between reconnection attempts by default.
+const DEFAULT_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(10);
 use super::{Acker, Batch, ConnectorError, DecodeFn, Read, Sink, Source};
 
 /// The broker's host by default.
@@ -522,11 +525,8 @@ impl<T: Send + 'static> MqttSource<T> {
             target: target.clone(),
             messages: tx,
             generation: generation.clone(),
-            outage: Outage::new(
-                CONNECTOR,
-                target.clone(),
-                config.reconnect_max.unwrap_or(DEFAULT_MAX_BACKOFF),
-            ),
+            outage: Outage::new(CONNECTOR, target.clone())
+                .max_backoff(config.reconnect_max.unwrap_or(DEFAULT_MAX_BACKOFF)),
             stop: stop.clone(),
         };
         let stop = Arc::new(StopOnDrop(stop));
@@ -824,11 +824,8 @@ impl MqttSink {
             target: target.clone(),
             link: link_tx,
             sent: sent.clone(),
-            outage: Outage::new(
-                CONNECTOR,
-                target.clone(),
-                config.reconnect_max.unwrap_or(DEFAULT_MAX_BACKOFF),
-            ),
+            outage: Outage::new(CONNECTOR, target.clone())
+                .max_backoff(config.reconnect_max.unwrap_or(DEFAULT_MAX_BACKOFF)),
             stop: stop.clone(),
         };
         tokio::spawn(driver.run(ready_tx));

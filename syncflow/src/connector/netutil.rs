@@ -1,6 +1,9 @@
 //! Helpers shared by the network connectors: a reconnect backoff that logs
 //! each outage once, and URL redaction for names and errors.
 
+// Each connector uses a part: with only some of them built, the rest is unused.
+#![allow(dead_code)]
+
 use std::fmt;
 use std::time::Duration;
 
@@ -10,7 +13,8 @@ use crate::policy::{Jitter, Retry};
 
 /// The first delay before retrying a failed connection.
 pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-/// The longest delay between two tries.
+/// The longest delay between two tries, unless a connector's settings say
+/// otherwise ([`Outage::max_backoff`]).
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest a source's `read` waits before it returns [`Read::Idle`]
 /// during an outage, so that a shutdown stays prompt.
@@ -53,6 +57,16 @@ impl Outage {
             failures: 0,
             retry_at: None,
         }
+    }
+
+    /// Retries at most `max` apart instead of [`MAX_BACKOFF`].
+    pub(crate) fn max_backoff(mut self, max: Duration) -> Self {
+        self.retry = Retry::new(u32::MAX)
+            .with_initial_backoff(INITIAL_BACKOFF.min(max))
+            .with_max_backoff(max)
+            .with_multiplier(2.0)
+            .with_jitter(Jitter::EQUAL);
+        self
     }
 
     /// Records a failed try (`action` failed with `error`) and returns how
