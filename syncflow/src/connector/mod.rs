@@ -32,9 +32,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod jsonl;
+#[cfg(feature = "mysql-cdc")]
+pub mod mysql_cdc;
 pub mod stdio;
 
 pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
+#[cfg(feature = "mysql-cdc")]
+pub use mysql_cdc::{
+    BinlogAcker, BinlogPosition, MysqlCdcSource, MysqlCdcSourceBuilder, MysqlCdcSourceConfig,
+    SchemaChangePolicy, SnapshotMode,
+};
 pub use stdio::{StdinSource, StdoutSink};
 
 /// What one call of [`Source::read`] produced.
