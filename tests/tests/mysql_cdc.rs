@@ -843,3 +843,73 @@ async fn bad_settings_are_refused_with_what_to_do() {
         .to_string();
     assert!(err.contains("database.table"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_chunks_follow_composite_keys_and_read_keyless_tables() {
+    if !require("mariadb") {
+        return;
+    }
+    let mut db = Db::new("cdc_keys").await;
+    db.sql("CREATE TABLE k (a INT, b VARCHAR(5), v INT, PRIMARY KEY (a, b))")
+        .await;
+    db.sql("INSERT INTO k VALUES (2,'b',1),(1,'z',2),(2,'a',3),(1,'a',4),(3,'a',5),(2,'c',6),(1,'m',7)")
+        .await;
+    db.sql("CREATE TABLE nokey (v INT)").await;
+    db.sql("INSERT INTO nokey VALUES (5),(3),(1),(4),(2)").await;
+    let mut config = db.config();
+    config.snapshot_chunk = 2;
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let run = start(source, 3, false);
+    let seen = run.wait("the snapshot", |s| s.len() >= 12).await;
+    let keys: Vec<(i64, String)> = seen
+        .iter()
+        .filter(|e| e.source.table == "k")
+        .map(|e| {
+            let a = e.after.as_ref().unwrap();
+            (
+                a["a"].as_i64().unwrap(),
+                a["b"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, String)> = [
+        (1, "a"),
+        (1, "m"),
+        (1, "z"),
+        (2, "a"),
+        (2, "b"),
+        (2, "c"),
+        (3, "a"),
+    ]
+    .iter()
+    .map(|(a, b)| (*a, b.to_string()))
+    .collect();
+    assert_eq!(keys, expected, "primary-key order over chunks of 2");
+    let mut values: Vec<i64> = seen
+        .iter()
+        .filter(|e| e.source.table == "nokey")
+        .map(|e| e.after.as_ref().unwrap()["v"].as_i64().unwrap())
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![1, 2, 3, 4, 5],
+        "a table without key, read by offset"
+    );
+    // A truncation is an event of its own.
+    db.sql("TRUNCATE TABLE k").await;
+    let all = run.wait("the truncation", |s| s.len() >= 13).await;
+    run.stop().await;
+    assert_eq!(all[12].op, CdcOp::Truncate);
+    assert_eq!(
+        (
+            all[12].source.table.as_str(),
+            all[12].before.as_ref(),
+            all[12].after.as_ref()
+        ),
+        ("k", None, None)
+    );
+    db.drop().await;
+}

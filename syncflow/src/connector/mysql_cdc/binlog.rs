@@ -33,6 +33,7 @@ const MAX_TABLES: usize = 4096;
 // Event type codes (MySQL's and MariaDB's).
 const QUERY: u8 = 2;
 const ROTATE: u8 = 4;
+const FORMAT_DESCRIPTION: u8 = 15;
 const XID: u8 = 16;
 const TABLE_MAP: u8 = 19;
 const WRITE_V1: u8 = 23;
@@ -43,6 +44,7 @@ const UPDATE_V2: u8 = 31;
 const DELETE_V2: u8 = 32;
 const MYSQL_GTID: u8 = 33;
 const PARTIAL_UPDATE: u8 = 39;
+const TRANSACTION_PAYLOAD: u8 = 40;
 const MYSQL_GTID_TAGGED: u8 = 42;
 const MARIA_GTID: u8 = 162;
 const MARIA_QUERY_COMPRESSED: u8 = 165;
@@ -212,6 +214,14 @@ pub(crate) struct BinlogReader {
     last_token: Option<BinlogPosition>,
     /// Statements inside transactions (statement-based logging) warned about.
     warned_statement: bool,
+    /// Whether the server sends checksums (`binlog_checksum`).
+    checksums: bool,
+    /// Whether this connection's format description event came.
+    format_seen: bool,
+    /// Where the last MySQL transaction payload event (compressed
+    /// transaction) ends: the events inside it have no position of their own.
+    payload_end: u64,
+    payload_start: u64,
 }
 
 impl BinlogReader {
@@ -238,6 +248,10 @@ impl BinlogReader {
             last_event: Instant::now(),
             last_token: Some(start.clone()),
             warned_statement: false,
+            checksums: true,
+            format_seen: false,
+            payload_end: 0,
+            payload_start: 0,
         }
     }
 
@@ -267,6 +281,9 @@ impl BinlogReader {
         self.rows = None;
         self.file = self.boundary_file.clone();
         let mut conn = Conn::new(self.settings.opts.clone()).await?;
+        let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await?;
+        self.checksums = !checksum.is_some_and(|c| c.eq_ignore_ascii_case("NONE"));
+        self.format_seen = false;
         // GTID events (MariaDB), heartbeats when idle.
         conn.query_drop("SET @mariadb_slave_capability = 4").await?;
         conn.query_drop(format!(
@@ -406,24 +423,28 @@ impl BinlogReader {
                 let rotate: RotateEvent<'_> = event
                     .read_event()
                     .map_err(|e| Handled::Lost("read a rotate event", e.to_string()))?;
-                let raw = rotate.name_raw();
-                // A rotate event of position 0 is the server's announcement
-                // of the file it reads from.
-                if end == 0
-                    && raw.starts_with(self.file.as_bytes())
-                    && matches!(raw.len() - self.file.len(), 0 | 4)
-                {
-                    // The server confirms the file asked for. (Sent before
-                    // the format description, this event still carries its
-                    // 4-byte checksum at the end of the name.)
+                let mut raw = rotate.name_raw();
+                if !self.format_seen && self.checksums && raw.len() > 4 {
+                    // Sent before the format description event, the first
+                    // rotate event still ends with its 4-byte checksum.
+                    raw = &raw[..raw.len() - 4];
+                }
+                let name = String::from_utf8_lossy(raw);
+                if end == 0 && *name == *self.file {
+                    // The server confirms the file asked for.
                     return Ok(());
                 }
-                let name: Arc<str> = Arc::from(rotate.name().as_ref());
+                let name: Arc<str> = Arc::from(name.as_ref());
                 if !self.in_tx {
                     self.boundary_file = name.clone();
                     self.boundary = rotate.position();
                 }
                 self.file = name;
+            }
+            FORMAT_DESCRIPTION => self.format_seen = true,
+            TRANSACTION_PAYLOAD => {
+                self.payload_end = end;
+                self.payload_start = end.saturating_sub(header.event_size() as u64);
             }
             MARIA_GTID => {
                 let data = event.data();
@@ -461,24 +482,22 @@ impl BinlogReader {
                     self.tx_rows = 0;
                 } else if trimmed.eq_ignore_ascii_case("COMMIT") {
                     self.end_tx(end);
-                } else if self.in_tx {
-                    if !self.warned_statement
-                        && !trimmed.to_ascii_uppercase().starts_with("SAVEPOINT")
-                    {
+                } else {
+                    let start = end.saturating_sub(header.event_size() as u64);
+                    let schema = query.schema().into_owned();
+                    let text = trimmed.to_string();
+                    let changed =
+                        self.statement(&schema, &text, start, header.timestamp(), batch, decode)?;
+                    if !changed && self.in_tx && !self.warned_statement && is_dml(&text) {
                         self.warned_statement = true;
                         tracing::warn!(
                             server = %self.settings.target,
-                            statement = %short(trimmed),
+                            statement = %short(&text),
                             "a statement was logged instead of its rows (binlog_format is not ROW for some session?); its changes are not captured"
                         );
                     }
-                } else {
-                    let schema = query.schema().into_owned();
-                    let text = trimmed.to_string();
-                    let start = end.saturating_sub(header.event_size() as u64);
-                    let ts = header.timestamp();
-                    self.statement(&schema, &text, start, ts, batch, decode)?;
-                    if self.failure.is_none() {
+                    // A statement outside a transaction is one by itself.
+                    if !self.in_tx && self.failure.is_none() {
                         self.end_tx(end);
                     }
                 }
@@ -525,6 +544,7 @@ impl BinlogReader {
 
     /// A transaction ended at `end`: the next one starts there.
     fn end_tx(&mut self, end: u64) {
+        let end = if end == 0 { self.payload_end } else { end };
         if end > 0 {
             self.boundary_file = self.file.clone();
             self.boundary = end;
@@ -538,21 +558,30 @@ impl BinlogReader {
     }
 
     async fn schema(&mut self, db: &str, table: &str) -> Result<Option<TableSchema>, Handled> {
-        if self.query.is_none() {
-            let conn = Conn::new(self.settings.opts.clone())
-                .await
-                .map_err(|e| Handled::Lost("connect for a schema look-up", e.to_string()))?;
-            self.query = Some(conn);
+        // A connection idle for long may have been closed by the server:
+        // one fresh try before taking the server for lost.
+        let mut last = String::new();
+        for _ in 0..2 {
+            if self.query.is_none() {
+                match Conn::new(self.settings.opts.clone()).await {
+                    Ok(conn) => self.query = Some(conn),
+                    Err(e) => {
+                        return Err(Handled::Lost("connect for a schema look-up", e.to_string()));
+                    }
+                }
+            }
+            let Some(conn) = self.query.as_mut() else {
+                break;
+            };
+            match schema::load(conn, db, table, self.settings.mariadb).await {
+                Ok(schema) => return Ok(schema),
+                Err(e) => {
+                    self.query = None;
+                    last = e.to_string();
+                }
+            }
         }
-        let Some(conn) = self.query.as_mut() else {
-            return Ok(None);
-        };
-        schema::load(conn, db, table, self.settings.mariadb)
-            .await
-            .map_err(|e| {
-                self.query = None;
-                Handled::Lost("look up a table's columns", e.to_string())
-            })
+        Err(Handled::Lost("look up a table's columns", last))
     }
 
     async fn table_map(&mut self, event: &Event) -> Result<(), Handled> {
@@ -802,7 +831,11 @@ impl BinlogReader {
             return;
         }
         let header = event.header();
-        let position = (header.log_pos() as u64).saturating_sub(header.event_size() as u64);
+        let position = match header.log_pos() {
+            // Inside a compressed transaction (MySQL): where that starts.
+            0 => self.payload_start,
+            end => (end as u64).saturating_sub(header.event_size() as u64),
+        };
         let mut tail = Vec::with_capacity(160);
         tail.extend_from_slice(&table.source);
         self.tail(&mut tail, position, header.timestamp());
@@ -927,9 +960,9 @@ impl BinlogReader {
         ts: u32,
         batch: &mut Batch<T>,
         decode: DecodeFn<T>,
-    ) -> Result<(), Handled> {
+    ) -> Result<bool, Handled> {
         let (db, table, truncate) = match ddl::classify(default_db, text) {
-            Statement::Other => return Ok(()),
+            Statement::Other => return Ok(false),
             Statement::Truncate(db, table) => (db, table, true),
             Statement::Table(db, table) => (db, table, false),
             Statement::Database(db) => (db, String::new(), false),
@@ -943,13 +976,13 @@ impl BinlogReader {
         self.tables
             .retain(|_, t| !(t.db == db && (table.is_empty() || t.table == table)));
         if !relevant {
-            return Ok(());
+            return Ok(true);
         }
         let op: &[u8] = if truncate {
             br#"{"op":"t","before":null,"after":null"#
         } else {
             match self.settings.schema_changes {
-                SchemaChangePolicy::Ignore => return Ok(()),
+                SchemaChangePolicy::Ignore => return Ok(true),
                 SchemaChangePolicy::Fail => {
                     let error = ConnectorError::server(
                         "mysql-cdc",
@@ -968,14 +1001,14 @@ impl BinlogReader {
                         return Err(Handled::Fatal(error));
                     }
                     self.failure = Some(error);
-                    return Ok(());
+                    return Ok(true);
                 }
                 SchemaChangePolicy::Pass => br#"{"op":"ddl","before":null,"after":null"#,
             }
         };
         self.tx_rows += 1;
         if self.tx_rows <= self.skip {
-            return Ok(());
+            return Ok(true);
         }
         let start = batch.raw.len();
         batch.raw.extend_from_slice(op);
@@ -999,7 +1032,7 @@ impl BinlogReader {
         let end = batch.raw.len();
         let payload = decode(&batch.raw[start..end]);
         batch.push_range(position, start..end, payload);
-        Ok(())
+        Ok(true)
     }
 
     /// Closes the connections.
@@ -1019,6 +1052,20 @@ pub(crate) enum Handled {
     Lost(&'static str, String),
     /// The source cannot go on.
     Fatal(ConnectorError),
+}
+
+/// Whether a statement changes rows (and should have been logged as rows).
+fn is_dml(text: &str) -> bool {
+    let word: String = text
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(
+        word.as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD"
+    )
 }
 
 /// The first 200 characters of a statement.
