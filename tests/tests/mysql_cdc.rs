@@ -46,10 +46,12 @@ fn cdc_orders(o: OrderChange) -> OrderChange {
     o
 }
 
-/// Collects what it is given; optionally never confirms (flush hangs).
+/// Collects what it is given; optionally never confirms (flush hangs),
+/// or takes its time.
 struct Collect<T> {
     seen: Arc<Mutex<Vec<T>>>,
     hang: bool,
+    delay: Duration,
 }
 
 impl<T: Clone + Send + Sync + 'static> Sink<T> for Collect<T> {
@@ -57,6 +59,9 @@ impl<T: Clone + Send + Sync + 'static> Sink<T> for Collect<T> {
         "collect".into()
     }
     async fn write(&mut self, items: &[T]) -> Result<(), ConnectorError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         self.seen.lock().unwrap().extend_from_slice(items);
         Ok(())
     }
@@ -162,6 +167,7 @@ fn start<S: Source<Item = ChangeEvent>>(
         .sink(Collect {
             seen: seen.clone(),
             hang,
+            delay: Duration::ZERO,
         })
         .batch_size(batch)
         .with_shutdown(shutdown.clone())
@@ -485,14 +491,21 @@ async fn a_runtime_dropped_before_acknowledging_gets_the_changes_again() {
     let run = start(source, 100, true);
     db.sql("INSERT INTO t VALUES (2), (3)").await;
     db.sql("UPDATE t SET id = 10 WHERE id = 1").await;
-    let lost = run.wait("three changes", |s| s.len() >= 3).await;
+    // The sink is stuck in its first flush: it saw the first batch only.
+    let lost = run.wait("the first changes", |s| !s.is_empty()).await;
     run.task.abort();
     let _ = run.task.await;
-    assert_eq!(
-        checkpoint(dir.path()),
-        saved,
-        "nothing unconfirmed is checkpointed"
+    // The checkpoint may have followed other databases' transactions
+    // (empty batches), never past the unconfirmed changes.
+    let after = checkpoint(dir.path());
+    let (file, offset) = lost[0].source.pos.rsplit_once(':').unwrap();
+    assert_eq!(after["file"], file);
+    assert!(
+        after["pos"].as_u64().unwrap() <= offset.parse::<u64>().unwrap(),
+        "nothing unconfirmed is checkpointed: {after} vs {}",
+        lost[0].source.pos
     );
+    assert!(after["pos"].as_u64() >= saved["pos"].as_u64());
 
     // Run 3 gets the same changes again, at the same positions.
     let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
@@ -512,7 +525,8 @@ async fn a_runtime_dropped_before_acknowledging_gets_the_changes_again() {
     };
     assert_eq!(
         lost.iter().map(key).collect::<Vec<_>>(),
-        again.iter().map(key).collect::<Vec<_>>()
+        again[..lost.len()].iter().map(key).collect::<Vec<_>>(),
+        "the unconfirmed changes come again, at the same positions"
     );
     assert_eq!(after_ids(&again), vec![2, 3, 10]);
     db.drop().await;
@@ -782,6 +796,7 @@ async fn undecodable_changes_are_dead_lettered_and_the_flow_goes_on() {
             .sink(Collect {
                 seen: seen.clone(),
                 hang: false,
+                delay: Duration::ZERO,
             })
             .dead_letter(&dead)
             .with_shutdown(shutdown.clone())
@@ -911,5 +926,69 @@ async fn snapshot_chunks_follow_composite_keys_and_read_keyless_tables() {
         ),
         ("k", None, None)
     );
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_cut_short_starts_again_and_streaming_follows() {
+    if !require("mariadb") {
+        return;
+    }
+    let proxy = syncflow_tests::proxy::Proxy::start("127.0.0.1:3306")
+        .await
+        .unwrap();
+    let mut db = Db::new("cdc_snapcut").await;
+    db.sql("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    db.sql(
+        "INSERT INTO t SELECT seq FROM seq_1_to_3000", // MariaDB's sequence engine
+    )
+    .await;
+    let mut config = db.config();
+    config.url = format!("mysql://root@{}", proxy.addr());
+    config.snapshot_chunk = 10;
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let shutdown = Shutdown::new();
+    let run = Running {
+        seen: seen.clone(),
+        shutdown: shutdown.clone(),
+        task: tokio::spawn(
+            Runtime::new(flow!(cdc_pass))
+                .source(source)
+                .sink(Collect {
+                    seen: seen.clone(),
+                    hang: false,
+                    delay: Duration::from_millis(3),
+                })
+                .batch_size(10)
+                .with_shutdown(shutdown)
+                .handle_signals(false)
+                .run(),
+        ),
+    };
+    run.wait("part of the snapshot", |s| s.len() >= 200).await;
+    proxy.cut(Duration::from_millis(300)).await;
+    let partial = run.seen.lock().unwrap().len();
+    assert!(
+        partial < 3000,
+        "the cut came after the snapshot ({partial} rows)"
+    );
+    // The snapshot starts again: every row arrives (some twice), then changes.
+    run.wait("the whole snapshot", |s| {
+        let ids: std::collections::BTreeSet<u64> = after_ids(s).into_iter().collect();
+        ids.len() == 3000
+    })
+    .await;
+    db.sql("INSERT INTO t VALUES (5000)").await;
+    let all = run
+        .wait("the insert", |s| after_ids(s).contains(&5000))
+        .await;
+    run.stop().await;
+    let last = all.last().unwrap();
+    assert_eq!((last.op, last.source.snapshot), (CdcOp::Insert, false));
+    assert!(all[..all.len() - 1].iter().all(|e| e.op == CdcOp::Snapshot));
+    assert!(all.len() > 3001, "rows read before the cut came again");
     db.drop().await;
 }
