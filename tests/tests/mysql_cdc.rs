@@ -992,3 +992,38 @@ async fn a_snapshot_cut_short_starts_again_and_streaming_follows() {
     assert!(all.len() > 3001, "rows read before the cut came again");
     db.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stays_prompt_while_the_server_is_down() {
+    if !require("mariadb") {
+        return;
+    }
+    let proxy = Arc::new(
+        syncflow_tests::proxy::Proxy::start("127.0.0.1:3306")
+            .await
+            .unwrap(),
+    );
+    let db = Db::new("cdc_down").await;
+    let mut config = db.config();
+    config.url = format!("mysql://root@{}", proxy.addr());
+    config.snapshot = SnapshotMode::Never;
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let run = start(source, 100, false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cut = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.cut(Duration::from_secs(8)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await; // reconnecting, refused
+    let stopped = Instant::now();
+    run.stop().await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "stopped in {:?}",
+        stopped.elapsed()
+    );
+    cut.abort();
+    db.drop().await;
+}

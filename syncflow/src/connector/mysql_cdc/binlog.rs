@@ -222,6 +222,18 @@ pub(crate) struct BinlogReader {
     /// transaction) ends: the events inside it have no position of their own.
     payload_end: u64,
     payload_start: u64,
+    /// A connection being made.
+    connecting: Option<Connecting>,
+}
+
+type Connecting = tokio::task::JoinHandle<Result<(BinlogStream, bool), mysql_async::Error>>;
+
+impl Drop for BinlogReader {
+    fn drop(&mut self) {
+        if let Some(connecting) = self.connecting.take() {
+            connecting.abort();
+        }
+    }
 }
 
 impl BinlogReader {
@@ -252,6 +264,7 @@ impl BinlogReader {
             format_seen: false,
             payload_end: 0,
             payload_start: 0,
+            connecting: None,
         }
     }
 
@@ -269,7 +282,9 @@ impl BinlogReader {
         }
     }
 
-    async fn connect(&mut self) -> Result<(), mysql_async::Error> {
+    /// Starts connecting in a task of its own, so that a read waiting for a
+    /// slow or unreachable server still returns in time.
+    fn start_connect(&mut self) {
         // Replaying from the boundary: rows of the open transaction already
         // delivered are skipped.
         if self.in_tx {
@@ -280,24 +295,28 @@ impl BinlogReader {
         self.tx_gtid = None;
         self.rows = None;
         self.file = self.boundary_file.clone();
-        let mut conn = Conn::new(self.settings.opts.clone()).await?;
-        let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await?;
-        self.checksums = !checksum.is_some_and(|c| c.eq_ignore_ascii_case("NONE"));
-        self.format_seen = false;
-        // GTID events (MariaDB), heartbeats when idle.
-        conn.query_drop("SET @mariadb_slave_capability = 4").await?;
-        conn.query_drop(format!(
-            "SET @master_heartbeat_period = {}",
-            HEARTBEAT.as_nanos()
-        ))
-        .await?;
-        let request = BinlogStreamRequest::new(self.settings.server_id)
-            .with_filename(self.boundary_file.as_bytes())
-            .with_pos(self.boundary);
-        let stream = conn.get_binlog_stream(request).await?;
-        self.stream = Some(stream);
-        self.last_event = Instant::now();
-        Ok(())
+        let opts = self.settings.opts.clone();
+        let server_id = self.settings.server_id;
+        let file = self.boundary_file.to_string();
+        let pos = self.boundary;
+        self.connecting = Some(tokio::spawn(async move {
+            let mut conn = Conn::new(opts).await?;
+            let checksum: Option<String> =
+                conn.query_first("SELECT @@global.binlog_checksum").await?;
+            let checksums = !checksum.is_some_and(|c| c.eq_ignore_ascii_case("NONE"));
+            // GTID events (MariaDB), heartbeats when idle.
+            conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+            conn.query_drop(format!(
+                "SET @master_heartbeat_period = {}",
+                HEARTBEAT.as_nanos()
+            ))
+            .await?;
+            let request = BinlogStreamRequest::new(server_id)
+                .with_filename(file.as_bytes())
+                .with_pos(pos);
+            let stream = conn.get_binlog_stream(request).await?;
+            Ok((stream, checksums))
+        }));
     }
 
     /// The connection broke: drop it and reconnect after a backoff.
@@ -327,16 +346,34 @@ impl BinlogReader {
                 continue;
             }
             if self.stream.is_none() {
-                if let Some(wait) = self.backoff.wait() {
-                    let until = tokio::time::Instant::now() + wait;
-                    if until > deadline {
-                        tokio::time::sleep_until(deadline).await;
-                        break;
+                if self.connecting.is_none() {
+                    if let Some(wait) = self.backoff.wait() {
+                        let until = tokio::time::Instant::now() + wait;
+                        if until > deadline {
+                            tokio::time::sleep_until(deadline).await;
+                            break;
+                        }
+                        tokio::time::sleep_until(until).await;
                     }
-                    tokio::time::sleep_until(until).await;
+                    self.start_connect();
                 }
-                if let Err(e) = self.connect().await {
-                    match super::classify(&e) {
+                let Some(connecting) = self.connecting.as_mut() else {
+                    break;
+                };
+                let joined = match tokio::time::timeout_at(deadline, connecting).await {
+                    // Still connecting: go on at the next read.
+                    Err(_elapsed) => break,
+                    Ok(joined) => joined,
+                };
+                self.connecting = None;
+                match joined {
+                    Ok(Ok((stream, checksums))) => {
+                        self.stream = Some(stream);
+                        self.checksums = checksums;
+                        self.format_seen = false;
+                        self.last_event = Instant::now();
+                    }
+                    Ok(Err(e)) => match super::classify(&e) {
                         Failure::Lost => {
                             self.lost("connect", &e);
                             continue;
@@ -345,6 +382,10 @@ impl BinlogReader {
                             let at = format!("{}:{}", self.boundary_file, self.boundary);
                             return Err(self.settings.fatal("start the binlog stream", &e, &at));
                         }
+                    },
+                    Err(e) => {
+                        self.lost("connect", &e);
+                        continue;
                     }
                 }
             }
@@ -1037,6 +1078,9 @@ impl BinlogReader {
 
     /// Closes the connections.
     pub(crate) async fn close(&mut self) {
+        if let Some(connecting) = self.connecting.take() {
+            connecting.abort();
+        }
         if let Some(stream) = self.stream.take() {
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
         }

@@ -52,6 +52,8 @@ use super::{Acker, Batch, ConnectorError, DecodeFn, Read, Source, serde_decode};
 
 /// How long a read waits for changes before handing over what it has.
 const LINGER: Duration = Duration::from_millis(200);
+/// How long `connect` waits for the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the source does with a schema change (`ALTER TABLE`, `DROP TABLE`,
 /// `CREATE INDEX`…) of a captured table.
@@ -287,8 +289,8 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 enum State {
-    /// Not started: snapshot first (or not).
-    Start,
+    /// The snapshot is not started, or is starting.
+    Start(Option<tokio::task::JoinHandle<Result<Snapshot, mysql_async::Error>>>),
     Snapshot(Box<Snapshot>),
     Stream(Box<BinlogReader>),
 }
@@ -456,15 +458,28 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
                 "set it to at least 1 (default 1024)",
             ));
         }
-        let mut conn = Conn::new(opts.clone()).await.map_err(|e| {
-            ConnectorError::server(
-                "mysql-cdc",
-                target.clone(),
-                "connect",
-                &e,
-                "check that the server runs and the url's host, port, user and password",
-            )
-        })?;
+        let hint = "check that the server runs and the url's host, port, user and password";
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts.clone())).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(ConnectorError::server(
+                    "mysql-cdc",
+                    target.clone(),
+                    "connect",
+                    &e,
+                    hint,
+                ));
+            }
+            Err(_) => {
+                return Err(ConnectorError::server(
+                    "mysql-cdc",
+                    target.clone(),
+                    "connect",
+                    format!("no answer in {} s", CONNECT_TIMEOUT.as_secs()),
+                    hint,
+                ));
+            }
+        };
         let checks = async {
             let (version, log_bin, format): (String, Option<String>, Option<String>) = conn
                 .query_first("SELECT VERSION(), @@log_bin, @@binlog_format")
@@ -558,7 +573,7 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
                 tracing::info!(server = %target, %position, "mysql-cdc: streaming from the current binlog position (no snapshot)");
                 State::Stream(Box::new(BinlogReader::new(settings.clone(), &position)))
             }
-            None => State::Start,
+            None => State::Start(None),
         };
         let _ = conn.disconnect().await;
         Ok(MysqlCdcSource {
@@ -591,10 +606,14 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
 
     /// Closes the server connections (dropping the source does too, less politely).
     pub async fn close(mut self) {
-        match std::mem::replace(&mut self.state, State::Start) {
+        match std::mem::replace(&mut self.state, State::Start(None)) {
             State::Stream(mut reader) => reader.close().await,
             State::Snapshot(snapshot) => snapshot.close().await,
-            State::Start => {}
+            State::Start(starting) => {
+                if let Some(starting) = starting {
+                    starting.abort();
+                }
+            }
         }
     }
 
@@ -603,17 +622,36 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
         batch: &mut Batch<T>,
         max: usize,
     ) -> Result<Read<Option<BinlogPosition>>, ConnectorError> {
-        if matches!(self.state, State::Start) {
-            if let Some(wait) = self.backoff.wait() {
-                tokio::time::sleep(wait.min(LINGER)).await;
-                return Ok(Read::Idle);
+        if let State::Start(starting) = &mut self.state {
+            if starting.is_none() {
+                if let Some(wait) = self.backoff.wait() {
+                    tokio::time::sleep(wait.min(LINGER)).await;
+                    return Ok(Read::Idle);
+                }
+                // In a task of its own, so that a read waiting for a slow
+                // or unreachable server still returns in time.
+                let settings = self.settings.clone();
+                *starting = Some(tokio::spawn(
+                    async move { Snapshot::begin(&settings).await },
+                ));
             }
-            match Snapshot::begin(&self.settings).await {
+            let Some(handle) = starting.as_mut() else {
+                return Ok(Read::Idle);
+            };
+            let Ok(joined) = tokio::time::timeout(LINGER, handle).await else {
+                return Ok(Read::Idle);
+            };
+            *starting = None;
+            let begun = joined.map_err(|e| mysql_async::Error::Other(Box::new(e)));
+            match begun.and_then(|r| r) {
                 Ok(snapshot) => {
                     self.backoff.recovered(&self.settings.target);
                     self.state = State::Snapshot(Box::new(snapshot));
                 }
-                Err(e) if classify(&e) == Failure::Lost => {
+                Err(e)
+                    if classify(&e) == Failure::Lost
+                        || matches!(e, mysql_async::Error::Other(_)) =>
+                {
                     self.backoff.failed(
                         &self.settings.target,
                         "the snapshot connection",
@@ -655,11 +693,19 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
                     "read the snapshot; restarting it from the beginning",
                     &e,
                 );
-                self.state = State::Start;
+                self.state = State::Start(None);
                 batch.clear();
                 Ok(Read::Idle)
             }
             Err(e) => Err(self.settings.fatal("read the snapshot", &e, "(snapshot)")),
+        }
+    }
+}
+
+impl<T> Drop for MysqlCdcSource<T> {
+    fn drop(&mut self) {
+        if let State::Start(Some(starting)) = &self.state {
+            starting.abort();
         }
     }
 }
