@@ -273,20 +273,21 @@ impl BinlogReader {
         BinlogPosition {
             file: self.boundary_file.clone(),
             pos: self.boundary,
+            // Inside a transaction: the rows of it handed over so far. At a
+            // boundary, rows still to skip when the transaction there is
+            // replayed (after a resume or a reconnect); 0 otherwise.
             skip_rows: if self.in_tx {
                 self.tx_rows.max(self.skip)
             } else {
-                0
+                self.skip
             },
             gtid: self.gtids.text(),
         }
     }
 
-    /// Starts connecting in a task of its own, so that a read waiting for a
-    /// slow or unreachable server still returns in time.
-    fn start_connect(&mut self) {
-        // Replaying from the boundary: rows of the open transaction already
-        // delivered are skipped.
+    /// Replays from the boundary: rows of the open transaction already
+    /// handed over are skipped.
+    fn start_connect_state(&mut self) {
         if self.in_tx {
             self.skip = self.skip.max(self.tx_rows);
         }
@@ -295,6 +296,12 @@ impl BinlogReader {
         self.tx_gtid = None;
         self.rows = None;
         self.file = self.boundary_file.clone();
+    }
+
+    /// Starts connecting in a task of its own, so that a read waiting for a
+    /// slow or unreachable server still returns in time.
+    fn start_connect(&mut self) {
+        self.start_connect_state();
         let opts = self.settings.opts.clone();
         let server_id = self.settings.server_id;
         let file = self.boundary_file.to_string();
@@ -1236,6 +1243,48 @@ mod tests {
             mysql.text().as_deref(),
             Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:23")
         );
+    }
+
+    fn reader(skip_rows: u64) -> BinlogReader {
+        let settings = Arc::new(Settings {
+            opts: mysql_async::OptsBuilder::default().into(),
+            target: "test:3306".into(),
+            filter: super::super::filter::TableFilter::default(),
+            schema_changes: SchemaChangePolicy::Ignore,
+            server_id: 7,
+            mariadb: true,
+        });
+        BinlogReader::new(
+            settings,
+            &BinlogPosition {
+                file: Arc::from("bin.000001"),
+                pos: 100,
+                skip_rows,
+                gtid: Some(Arc::from("0-1-5")),
+            },
+        )
+    }
+
+    #[test]
+    fn positions_keep_the_rows_to_skip_until_the_transaction_ends() {
+        let mut r = reader(6);
+        // Resumed inside a transaction: the position says so until it ends.
+        assert_eq!(r.position().skip_rows, 6);
+        r.in_tx = true;
+        r.tx_rows = 2; // still skipping
+        assert_eq!(r.position().skip_rows, 6);
+        r.tx_rows = 9; // three more handed over
+        assert_eq!(r.position().skip_rows, 9);
+        r.set_gtid(Gtid::Maria(0, 1, 6));
+        r.end_tx(250);
+        let p = r.position();
+        assert_eq!((&*p.file, p.pos, p.skip_rows), ("bin.000001", 250, 0));
+        assert_eq!(p.gtid.as_deref(), Some("0-1-6"));
+        // A reconnect inside a transaction replays it, skipping what was handed over.
+        r.in_tx = true;
+        r.tx_rows = 4;
+        r.start_connect_state();
+        assert_eq!((r.position().pos, r.position().skip_rows), (250, 4));
     }
 
     #[test]
