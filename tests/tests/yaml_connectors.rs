@@ -21,6 +21,26 @@ async fn pg() -> tokio_postgres::Client {
     client
 }
 
+/// Waits until the PostgreSQL table holds exactly `want` (id, name), in id order.
+async fn wait_pg(client: &tokio_postgres::Client, table: &str, want: &[(i64, &str)]) {
+    let want: Vec<(i64, String)> = want.iter().map(|(i, s)| (*i, s.to_string())).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Vec<(i64, String)> = client
+            .query(&format!("SELECT id, name FROM {table} ORDER BY id"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if rows == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?} != {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn my_rows(conn: &mut mysql_async::Conn, table: &str) -> Vec<(i64, String)> {
     conn.query(format!("SELECT id, name FROM {table} ORDER BY id"))
         .await
@@ -270,4 +290,72 @@ flows:
             .await
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_file_replicates_mariadb_into_postgres_from_the_binlog() {
+    if !require("mariadb") || !require("postgres") {
+        return;
+    }
+    let table = unique("yaml_binlog");
+    let dir = tempfile::tempdir().unwrap();
+    let mut my = mysql_async::Conn::new(mysql_async::Opts::from_url(MY).unwrap())
+        .await
+        .unwrap();
+    my.query_drop(format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, name VARCHAR(64) NOT NULL);
+         INSERT INTO {table} VALUES (1, 'one'), (2, 'two')"
+    ))
+    .await
+    .unwrap();
+    let client = pg().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL)"
+        ))
+        .await
+        .unwrap();
+    let yaml = format!(
+        r#"
+flows:
+  replicate:
+    source:
+      mysql_cdc: {{ url: "{MY}", include: ["test.{table}"], state_dir: "{state}" }}
+    sinks:
+      - postgres: {{ url: "{PG}", table: {table} }}
+"#,
+        state = dir.path().display()
+    );
+    let shutdown = Shutdown::new();
+    let plan = config::load_str(&yaml, "binlog.yaml").expect("valid");
+    let run = tokio::spawn(plan.run(shutdown.clone(), false));
+    wait_pg(&client, &table, &[(1, "one"), (2, "two")]).await;
+    my.query_drop(format!(
+        "UPDATE {table} SET name = 'uno' WHERE id = 1; DELETE FROM {table} WHERE id = 2; INSERT INTO {table} VALUES (3, 'three')"
+    ))
+    .await
+    .unwrap();
+    wait_pg(&client, &table, &[(1, "uno"), (3, "three")]).await;
+    shutdown.shutdown();
+    assert!(run.await.unwrap()[0].1.is_ok());
+
+    // A second run resumes from the checkpoint: no new snapshot, only the
+    // changes made while it was stopped.
+    my.query_drop(format!("INSERT INTO {table} VALUES (4, 'four')"))
+        .await
+        .unwrap();
+    let shutdown = Shutdown::new();
+    let plan = config::load_str(&yaml, "binlog.yaml").expect("valid");
+    let run = tokio::spawn(plan.run(shutdown.clone(), false));
+    wait_pg(&client, &table, &[(1, "uno"), (3, "three"), (4, "four")]).await;
+    shutdown.shutdown();
+    let results = run.await.unwrap();
+    let summary = results[0].1.as_ref().unwrap();
+    assert_eq!(summary.input, 1, "only the new insert was read: {summary}");
+
+    my.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }

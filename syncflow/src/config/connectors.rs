@@ -22,6 +22,7 @@ pub const SOURCE_KEYS: &[(&str, &str)] = &[
     ("http", "http"),
     ("nats", "nats"),
     ("redis", "redis"),
+    ("mysql_cdc", "mysql-cdc"),
 ];
 
 /// Every connector key of sinks, with the cargo feature that compiles it in.
@@ -58,6 +59,9 @@ pub enum ConnectorSource {
     /// Redis Streams.
     #[cfg(feature = "redis")]
     Redis(Box<crate::connector::redis::RedisStreamSourceConfig>),
+    /// MySQL / MariaDB binlog CDC.
+    #[cfg(feature = "mysql-cdc")]
+    MysqlCdc(Box<crate::connector::mysql_cdc::MysqlCdcSourceConfig>),
 }
 
 /// A connector sink of a checked flow file.
@@ -138,6 +142,8 @@ pub(crate) fn source(key: &str, value: Value) -> Result<ConnectorSource, String>
         "nats" => Ok(ConnectorSource::Nats(settings(key, value)?)),
         #[cfg(feature = "redis")]
         "redis" => Ok(ConnectorSource::Redis(settings(key, value)?)),
+        #[cfg(feature = "mysql-cdc")]
+        "mysql_cdc" => Ok(ConnectorSource::MysqlCdc(settings(key, value)?)),
         _ => {
             let feature = SOURCE_KEYS
                 .iter()
@@ -194,6 +200,8 @@ impl ConnectorSource {
             ConnectorSource::Nats(_) => "nats",
             #[cfg(feature = "redis")]
             ConnectorSource::Redis(_) => "redis",
+            #[cfg(feature = "mysql-cdc")]
+            ConnectorSource::MysqlCdc(_) => "mysql_cdc",
         }
     }
 }
@@ -288,6 +296,12 @@ pub fn compiled_in() -> Vec<ConnectorInfo> {
             "sink",
             "Redis keys and hashes: set / delete per message, for cache sync",
             cfg!(feature = "redis"),
+        ),
+        (
+            "mysql_cdc",
+            "source",
+            "MySQL / MariaDB: binlog CDC (snapshot, then row changes)",
+            cfg!(feature = "mysql-cdc"),
         ),
     ];
     for &(key, kinds, what, on) in described {
@@ -392,6 +406,13 @@ impl ConnectorSource {
                 let source = crate::connector::redis::RedisStreamSource::connect(&config, decode)
                     .await
                     .map_err(|e| source_error("redis", e))?;
+                super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
+            }
+            #[cfg(feature = "mysql-cdc")]
+            ConnectorSource::MysqlCdc(config) => {
+                let source = crate::connector::mysql_cdc::MysqlCdcSource::connect(&config, decode)
+                    .await
+                    .map_err(|e| source_error("mysql_cdc", e))?;
                 super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
             }
         }

@@ -157,6 +157,12 @@ pub struct SourceSpec {
         schemars(with = "Option<crate::connector::redis::RedisStreamSourceConfig>")
     )]
     pub redis: Option<serde_json::Value>,
+    /// MySQL / MariaDB binlog CDC: a consistent snapshot, then the binlog's row changes, as change events; resumes from its checkpoint in `state_dir` (cargo feature `mysql-cdc`).
+    #[cfg_attr(
+        feature = "mysql-cdc",
+        schemars(with = "Option<crate::connector::mysql_cdc::MysqlCdcSourceConfig>")
+    )]
+    pub mysql_cdc: Option<serde_json::Value>,
 }
 
 impl SourceSpec {
@@ -169,6 +175,7 @@ impl SourceSpec {
             ("http", &self.http),
             ("nats", &self.nats),
             ("redis", &self.redis),
+            ("mysql_cdc", &self.mysql_cdc),
         ]
         .into_iter()
         .filter_map(|(key, value)| Some((key, value.as_ref()?)))

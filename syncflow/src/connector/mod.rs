@@ -45,6 +45,8 @@ pub mod http;
 pub mod jsonl;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "mysql-cdc")]
+pub mod mysql_cdc;
 #[cfg(feature = "mysql")]
 pub mod mysql_sink;
 #[cfg(feature = "nats")]
@@ -73,6 +75,11 @@ pub use self::redis::{
     RedisStreamSourceConfig,
 };
 pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
+#[cfg(feature = "mysql-cdc")]
+pub use mysql_cdc::{
+    BinlogAcker, BinlogPosition, MysqlCdcSource, MysqlCdcSourceBuilder, MysqlCdcSourceConfig,
+    SchemaChangePolicy, SnapshotMode,
+};
 pub use stdio::{StdinSource, StdoutSink};
 
 #[cfg(feature = "amqp")]
