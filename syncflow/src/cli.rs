@@ -766,12 +766,18 @@ fn run_file(
     if args.watch || args.admin.is_some() || args.admin_token.is_some() {
         return managed_file(args, resources, err);
     }
-    let plan = crate::config::load(&args.flow)
+    let mut plan = crate::config::load(&args.flow)
         .map_err(CliError::Config)?
         .with_resources(resources.clone());
     missing_resources(&plan)?;
     let runtime = async_runtime()?;
+    let progress = plan.track_progress();
+    let ticker = runtime.spawn(show_progress(progress));
     let results = runtime.block_on(plan.run(crate::runtime::Shutdown::new(), true));
+    ticker.abort();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r\x1b[2K");
+    }
     runtime.shutdown_timeout(Duration::from_millis(100));
     let mut failed = Vec::new();
     for (name, result) in results {
@@ -789,6 +795,48 @@ fn run_file(
         Ok(())
     } else {
         Err(CliError::Failed(failed.join("\n")))
+    }
+}
+
+/// Shows each flow's counts and rates on standard error while a flow file
+/// runs: redrawn every second on a terminal, a line every 10 s otherwise
+/// (logs). Sources do not know their totals (a stream has none), so this
+/// is a live count, not a bar.
+async fn show_progress(flows: Vec<(String, crate::runtime::Progress)>) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let every = Duration::from_secs(if tty { 1 } else { 10 });
+    let mut last: Vec<u64> = vec![0; flows.len()];
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let parts: Vec<String> = flows
+            .iter()
+            .zip(last.iter_mut())
+            .map(|((name, progress), last)| {
+                let c = progress.counts();
+                let rate = (c.input.saturating_sub(*last)) as f64 / every.as_secs_f64();
+                *last = c.input;
+                let failed = c.failed + c.malformed;
+                format!(
+                    "{name}: {} in ({rate:.0}/s), {} out{}",
+                    c.input,
+                    c.output,
+                    if failed > 0 {
+                        format!(", {failed} failed")
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
+        let line = parts.join(" | ");
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("progress: {line}");
+        }
     }
 }
 

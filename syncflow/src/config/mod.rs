@@ -125,6 +125,8 @@ pub struct PlannedFlow {
     pub key: Option<KeyPlan>,
     /// Records per source batch.
     pub batch_size: usize,
+    /// Where the run publishes its live counters, if someone watches them.
+    pub progress: Option<crate::runtime::Progress>,
 }
 
 /// A checked `key:`: the expression, and how to read the flow's input as JSON.
@@ -705,6 +707,7 @@ fn check_flow(
         return None;
     }
     Some(PlannedFlow {
+        progress: None,
         key,
         routes,
         name: name.to_string(),

@@ -15,6 +15,19 @@ use crate::runtime::{DeadLetter, Progress, RunError, RunSummary, Runtime, Shutdo
 use serde_json::value::RawValue;
 
 impl Plan {
+    /// Attaches a [`Progress`] to every flow and returns them, by flow name,
+    /// to watch the counters while [`Plan::run`] goes on.
+    pub fn track_progress(&mut self) -> Vec<(String, Progress)> {
+        self.flows
+            .iter_mut()
+            .map(|f| {
+                let progress = Progress::new();
+                f.progress = Some(progress.clone());
+                (f.name.clone(), progress)
+            })
+            .collect()
+    }
+
     /// The names of the flows.
     pub fn names(&self) -> Vec<&str> {
         self.flows.iter().map(|f| f.name.as_str()).collect()
@@ -214,7 +227,7 @@ impl PlannedFlow {
             key: self.key,
             batch_size: self.batch_size,
             signals,
-            progress: channels.progress.clone(),
+            progress: channels.progress.clone().or(self.progress.clone()),
         };
         let decode = self.flow.decoder();
         let mut def = self.flow;

@@ -88,6 +88,12 @@ impl fmt::Display for RunSummary {
         };
         row(f, "failed", self.failed, &dl(self.failed))?;
         row(f, "malformed", self.malformed, &dl(self.malformed))?;
+        row(
+            f,
+            "committed",
+            self.batches,
+            "source batches whose position was committed (a restart resumes after them)",
+        )?;
         writeln!(
             f,
             "  {:<10} {:>12}",
