@@ -258,13 +258,66 @@ async fn run_flow<S: Source<Item = Order>>(
     runtime.run().await.unwrap()
 }
 
-fn spawn_child(task: &ChildTask) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "fault_child", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, serde_json::to_string(task).unwrap())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A child process running [`fault_child`]. Its output is read as it comes
+/// (so that it never blocks on a full pipe), and it is killed if still
+/// running when dropped, so that a failing test leaves no process behind.
+struct ChildRun {
+    child: Child,
+    stdout: Option<std::thread::JoinHandle<String>>,
+}
+
+impl ChildRun {
+    fn spawn(task: &ChildTask) -> ChildRun {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "fault_child", "--ignored", "--nocapture"])
+            .env(CHILD_ENV, serde_json::to_string(task).unwrap())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            text
+        });
+        ChildRun {
+            child,
+            stdout: Some(stdout),
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit, up to `limit` (then kills it and
+    /// panics): whether it succeeded, and its output.
+    async fn wait(mut self, limit: Duration) -> (bool, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stdout = self.stdout.take().unwrap();
+                let text = tokio::task::spawn_blocking(move || stdout.join().unwrap())
+                    .await
+                    .unwrap();
+                return (status.success(), text);
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                let text = self.stdout.take().unwrap().join().unwrap();
+                panic!("the child did not exit within {limit:?}; its output:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildRun {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Waits until `check` holds, polling; panics with `what` after `limit`.
@@ -275,27 +328,6 @@ async fn wait_for<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut chec
             tokio::time::Instant::now() < deadline,
             "timed out after {limit:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits for a child to exit, up to `limit`; kills it and panics after.
-async fn wait_child(mut child: Child, limit: Duration) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-                .await
-                .unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the child did not exit within {limit:?}; its output:\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -513,7 +545,7 @@ async fn kill_and_restart(broker: Broker) {
     let mut kill_points = Vec::new();
     let mut per_run = Vec::new();
     for (run, &target) in targets.iter().enumerate() {
-        let mut child = spawn_child(&task(run));
+        let mut child = ChildRun::spawn(&task(run));
         let log = processed_log(run);
         wait_for(
             Duration::from_secs(20),
@@ -529,14 +561,13 @@ async fn kill_and_restart(broker: Broker) {
         .await;
         let delay = rng.u64(0..=50);
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.kill(); // SIGKILL
         kill_points.push((row_count(&client, &table).await, delay));
         per_run.push(lines_in(&log));
     }
 
     // The last run goes to the end of the input.
-    let child = spawn_child(&task(kills));
+    let child = ChildRun::spawn(&task(kills));
     wait_for(
         Duration::from_secs(45),
         "every message in PostgreSQL and acknowledged",
@@ -547,9 +578,8 @@ async fn kill_and_restart(broker: Broker) {
     )
     .await;
     std::fs::write(dir.path().join("stop"), "stop").unwrap();
-    let out = wait_child(child, Duration::from_secs(20)).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the last run failed:\n{stdout}");
+    let (success, stdout) = child.wait(Duration::from_secs(20)).await;
+    assert!(success, "the last run failed:\n{stdout}");
     assert!(
         stdout.contains("FAULT-CHILD-SUMMARY"),
         "the last run printed no summary:\n{stdout}"
@@ -819,13 +849,12 @@ async fn a_slow_sink_holds_the_reader_back_and_memory_stays_flat() {
         out.flush().unwrap();
     }
     let bytes = std::fs::metadata(&input).unwrap().len();
-    let child = spawn_child(&ChildTask::SlowSink {
+    let child = ChildRun::spawn(&ChildTask::SlowSink {
         input: input.clone(),
         run_for_ms: SLOW_RUN.as_millis() as u64,
     });
-    let out = wait_child(child, Duration::from_secs(40)).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the child failed:\n{stdout}");
+    let (success, stdout) = child.wait(Duration::from_secs(40)).await;
+    assert!(success, "the child failed:\n{stdout}");
     let f = figures(&stdout, "SLOW-SINK");
     let growth = (f["peak_kib"].max(f["hwm_kib"]) - f["baseline_kib"]) * 1024;
     // The reader may be ahead of the sink by what the queues hold: the

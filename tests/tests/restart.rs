@@ -238,7 +238,7 @@ async fn redis_server_restarted_mid_flow_loses_nothing() {
         "--dir",
         &dir.path().display().to_string(),
         "--logfile",
-        "redis.log",
+        &dir.path().join("redis.log").display().to_string(),
         "--daemonize",
         "no",
     ]
