@@ -74,6 +74,36 @@ pub fn require(service: &str) -> bool {
     }
 }
 
+/// Finds a server program (`redis-server`, `nats-server`) that a test
+/// starts itself, in `PATH` or the usual `sbin` folders. Returns `None`,
+/// after printing why, when it is not installed and this is not CI; panics
+/// with what to install when it is not and this is CI.
+///
+/// ```no_run
+/// let Some(redis_server) = syncflow_tests::services::require_program("redis-server", "redis-server") else {
+///     return;
+/// };
+/// ```
+pub fn require_program(program: &str, package: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(Into::into))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file());
+    match found {
+        Some(found) => Some(found),
+        None if in_ci() => panic!(
+            "`{program}` is not installed; CI needs it: install the Debian package `{package}`"
+        ),
+        None => {
+            eprintln!(
+                "skipped: `{program}` is not installed; install the Debian package `{package}` to run this test"
+            );
+            None
+        }
+    }
+}
+
 /// A name unique to this test run, for streams, queues, tables and
 /// consumer groups, so runs never see each other's data.
 pub fn unique(prefix: &str) -> String {
