@@ -440,6 +440,8 @@ impl DynFlowBuilder {
             name: self.name,
             infos: intern_steps(infos),
             any_batch: batches.iter().any(Option::is_some),
+            holds_or_skips: batches.iter().any(Option::is_some)
+                || skip_encoders.iter().any(Option::is_some),
             batches,
             any_skip: skip_encoders.iter().any(Option::is_some),
             skip_encoders,
@@ -538,6 +540,9 @@ pub struct DynFlow {
     batches: Vec<Option<BatchSpec>>,
     /// Whether any step is batched.
     any_batch: bool,
+    /// Whether any step is batched or has `on_error: skip`: the others run
+    /// a driver without those checks.
+    holds_or_skips: bool,
     /// Per step: where what its `on_error` did is counted.
     error_stats: Vec<Option<Arc<PolicyStats>>>,
     /// Steps that dead-letter into a channel, with the channel.
@@ -758,6 +763,38 @@ impl DynFlow {
             index: k,
             info: self.infos[k],
         };
+        if self.holds_or_skips {
+            return self.run_metrics_held(k, node, step, cx, slot, monitor, timed, out);
+        }
+        let result = node
+            .get()
+            .call_metrics(cx, slot, monitor, step, timed, &mut |s, m| {
+                self.run_metrics(k + 1, cx, s, m, timed, out)
+            });
+        match result {
+            Ok(n) => monitor.emitted(step, n),
+            Err(e) => {
+                monitor.failed(step, &*e);
+                self.failed(step, &e, None, None, out);
+            }
+        }
+    }
+
+    /// [`DynFlow::run_metrics`] for flows with a batched or `skip` step:
+    /// kept apart so that other flows pay nothing for them.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn run_metrics_held<E: Emit<JsonOut>>(
+        &self,
+        k: usize,
+        node: &Node,
+        step: StepRef,
+        cx: &Context,
+        slot: &mut dyn Any,
+        monitor: &mut Metrics,
+        timed: bool,
+        out: &mut E,
+    ) {
         let (mut group, bytes) = match self.hold(k, cx, slot) {
             Hold::Pass => (None, None),
             Hold::Kept => return,
@@ -802,14 +839,18 @@ impl DynFlow {
             index: k,
             info: self.infos[k],
         };
-        let (mut group, bytes) = match self.hold(k, cx, slot) {
-            Hold::Pass => (None, None),
-            Hold::Kept => return,
-            Hold::Full(group, bytes) => (Some(group), Some(bytes)),
-            Hold::Failed(e, bytes) => {
-                monitor.failed(step, &*e);
-                return self.failed(step, &e, None, bytes.as_deref(), out);
+        let (mut group, bytes) = if self.holds_or_skips {
+            match self.hold(k, cx, slot) {
+                Hold::Pass => (None, None),
+                Hold::Kept => return,
+                Hold::Full(group, bytes) => (Some(group), Some(bytes)),
+                Hold::Failed(e, bytes) => {
+                    monitor.failed(step, &*e);
+                    return self.failed(step, &e, None, bytes.as_deref(), out);
+                }
             }
+        } else {
+            (None, None)
         };
         let slot: &mut dyn Any = match group.as_mut() {
             Some(group) => &mut **group,
