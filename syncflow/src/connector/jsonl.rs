@@ -459,72 +459,12 @@ impl Checkpoint {
     const VERSION: u32 = 1;
 
     fn load(path: &Path) -> Result<Option<Checkpoint>, ConnectorError> {
-        let text = match std::fs::read(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(ConnectorError::io(
-                    "read checkpoint file",
-                    path,
-                    e,
-                    "check its permissions",
-                ));
-            }
-        };
-        let checkpoint: Checkpoint =
-            serde_json::from_slice(&text).map_err(|e| ConnectorError::Checkpoint {
-                path: path.to_path_buf(),
-                problem: format!("is not a valid checkpoint ({e})"),
-                fix: "delete it to process the input from the start".into(),
-            })?;
-        if checkpoint.version != Self::VERSION {
-            return Err(ConnectorError::Checkpoint {
-                path: path.to_path_buf(),
-                problem: format!(
-                    "has format version {}, this syncflow reads version {}",
-                    checkpoint.version,
-                    Self::VERSION
-                ),
-                fix: "delete it to process the input from the start".into(),
-            });
-        }
-        Ok(Some(checkpoint))
+        super::checkpoint::load(path)
     }
 
-    /// Writes the checkpoint atomically: temporary file, fsync, rename,
-    /// fsync of the directory.
+    /// Writes the checkpoint atomically (see [`super::checkpoint::store`]).
     fn store(&self, path: &Path) -> Result<(), ConnectorError> {
-        use std::io::Write;
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec(self).map_err(|e| ConnectorError::Checkpoint {
-            path: path.to_path_buf(),
-            problem: format!("could not be encoded ({e})"),
-            fix: "report this as a syncflow bug".into(),
-        })?;
-        let write = || -> io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&text)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            #[cfg(unix)]
-            if let Some(dir) = path.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            ConnectorError::io(
-                "write checkpoint file",
-                path,
-                e,
-                "check that the state directory is writable and the disk is not full",
-            )
-        })
+        super::checkpoint::store(self, path)
     }
 }
 
@@ -792,6 +732,15 @@ impl<T: Serialize + Sync> Sink<T> for JsonLinesSink {
             self.out.get_mut().sync_data().await.map_err(fail)?;
         }
         Ok(())
+    }
+}
+
+impl super::checkpoint::Versioned for Checkpoint {
+    const VERSION: u32 = Checkpoint::VERSION;
+    const WHAT: &'static str = "checkpoint";
+    const FIX: &'static str = "delete it to process the input from the start";
+    fn version(&self) -> u32 {
+        self.version
     }
 }
 

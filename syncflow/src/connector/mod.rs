@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+mod checkpoint;
 #[cfg(any(feature = "nats", feature = "redis"))]
 mod field_template;
 #[cfg(feature = "http")]

@@ -35,7 +35,6 @@ mod snapshot;
 mod value;
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -814,72 +813,12 @@ impl Checkpoint {
     }
 
     fn load(path: &Path) -> Result<Option<Checkpoint>, ConnectorError> {
-        let text = match std::fs::read(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(ConnectorError::io(
-                    "read checkpoint file",
-                    path,
-                    e,
-                    "check its permissions",
-                ));
-            }
-        };
-        let checkpoint: Checkpoint =
-            serde_json::from_slice(&text).map_err(|e| ConnectorError::Checkpoint {
-                path: path.to_path_buf(),
-                problem: format!("is not a valid binlog checkpoint ({e})"),
-                fix: "delete it to start again with a snapshot".into(),
-            })?;
-        if checkpoint.version != Self::VERSION {
-            return Err(ConnectorError::Checkpoint {
-                path: path.to_path_buf(),
-                problem: format!(
-                    "has format version {}, this syncflow reads version {}",
-                    checkpoint.version,
-                    Self::VERSION
-                ),
-                fix: "delete it to start again with a snapshot".into(),
-            });
-        }
-        Ok(Some(checkpoint))
+        super::checkpoint::load(path)
     }
 
-    /// Writes the checkpoint atomically: temporary file, fsync, rename,
-    /// fsync of the directory.
+    /// Writes the checkpoint atomically (see [`super::checkpoint::store`]).
     fn store(&self, path: &Path) -> Result<(), ConnectorError> {
-        use std::io::Write;
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec(self).map_err(|e| ConnectorError::Checkpoint {
-            path: path.to_path_buf(),
-            problem: format!("could not be encoded ({e})"),
-            fix: "report this as a syncflow bug".into(),
-        })?;
-        let write = || -> io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&text)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            #[cfg(unix)]
-            if let Some(dir) = path.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            ConnectorError::io(
-                "write checkpoint file",
-                path,
-                e,
-                "check that the state directory is writable and the disk is not full",
-            )
-        })
+        super::checkpoint::store(self, path)
     }
 }
 
@@ -928,6 +867,15 @@ impl Acker for BinlogAcker {
             })??;
         self.stored = Some(position);
         Ok(())
+    }
+}
+
+impl super::checkpoint::Versioned for Checkpoint {
+    const VERSION: u32 = Checkpoint::VERSION;
+    const WHAT: &'static str = "binlog checkpoint";
+    const FIX: &'static str = "delete it to start again with a snapshot";
+    fn version(&self) -> u32 {
+        self.version
     }
 }
 
