@@ -26,7 +26,8 @@
 //! Behind cargo features: `postgres` (`PostgresSink`, `PostgresCdcSource`)
 //! and `mysql` (`MysqlSink`), in the modules `postgres` and `mysql_sink`;
 //! `nats` (JetStream: module `nats`) and `redis` (Streams and key/value
-//! cache sync: module `redis`).
+//! cache sync: module `redis`); `kafka` (`KafkaSource`, `KafkaSink`:
+//! module `kafka`).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -44,6 +45,8 @@ mod field_template;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod jsonl;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "mysql-cdc")]
@@ -87,6 +90,8 @@ pub use stdio::{StdinSource, StdoutSink};
 pub use amqp::{AmqpSink, AmqpSinkConfig, AmqpSource, AmqpSourceConfig};
 #[cfg(feature = "http")]
 pub use http::{HttpSink, HttpSinkConfig, HttpSource, HttpSourceConfig};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
 #[cfg(feature = "mqtt")]
 pub use mqtt::{MqttSink, MqttSinkConfig, MqttSource, MqttSourceConfig};
 #[cfg(feature = "mysql")]

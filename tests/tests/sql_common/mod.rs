@@ -1,4 +1,4 @@
-//! Helpers shared by the SQL connector tests (`postgres.rs`, `mysql.rs`).
+//! Helpers shared by the connector tests (`postgres.rs`, `mysql.rs`, `kafka.rs`).
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
