@@ -854,3 +854,44 @@ async fn connecting_without_brokers_fails_with_what_to_do() {
     let error = KafkaSink::connect(&config).await.unwrap_err().to_string();
     assert!(!error.contains("hunter2"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_an_outage_is_prompt_and_the_group_resumes() {
+    let (topic, group) = (unique("orders"), unique("g"));
+    let (mock, brokers) = cluster(1, &[(&topic, 2)]);
+    produce_orders(&brokers, &topic, 1..=10);
+    let out = Collect::new();
+    let source = KafkaSource::<Order>::connect(&source_config(&brokers, &topic, &group))
+        .await
+        .unwrap();
+    // One order per batch, slowly: acknowledgements keep coming during the
+    // outage, and their commits fail.
+    let (shutdown, run) = start(source, Slow(out.clone(), Duration::from_millis(100)), 1);
+    wait_until(20, "a first order", || async { out.len() >= 1 }).await;
+    mock.broker_down(1).unwrap();
+    wait_until(20, "10 orders", || async { out.len() >= 10 }).await;
+    let stopping = Instant::now();
+    let summary = stop(shutdown, run).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(summary.input, 10);
+
+    // Back up: the group's next run reads what could not be committed, and
+    // ends with everything committed.
+    mock.broker_up(1).unwrap();
+    let rest = Collect::new();
+    let source = KafkaSource::<Order>::connect(&source_config(&brokers, &topic, &group))
+        .await
+        .unwrap();
+    let (shutdown, run) = start(source, rest.clone(), 100);
+    wait_until(20, "everything committed", || async {
+        committed_total(&brokers, &group, &topic) == 10
+    })
+    .await;
+    stop(shutdown, run).await;
+    assert_eq!(ids(&out.take()), (1..=10).collect::<Vec<_>>());
+    assert!(ids(&rest.take()).iter().all(|id| (1..=10).contains(id)));
+}

@@ -69,8 +69,16 @@ const CONNECTOR: &str = "kafka";
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 /// Commit attempts per acknowledgement before the source gives up until the
-/// next one.
+/// next one (one while the brokers are unreachable).
 const COMMIT_ATTEMPTS: u32 = 3;
+
+/// The longest one commit (all its attempts) may take, so that a shutdown
+/// during an outage stays prompt. What is not committed then is committed
+/// by a later acknowledgement, or read again by the group's next member.
+const COMMIT_BUDGET: Duration = Duration::from_secs(5);
+
+/// The same while the brokers are known to be unreachable.
+const COMMIT_BUDGET_DOWN: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -383,6 +391,10 @@ impl Outage {
         }
     }
 
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
     #[inline]
     fn ok(&self) {
         if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::AcqRel) {
@@ -583,7 +595,10 @@ impl ConsumerContext for SourceContext {
                     partitions = %partition_names(revoked),
                     "partitions revoked"
                 );
+                // (Not while the brokers are unreachable: the commit would
+                // only fail, after a wait.)
                 if !pending.is_empty()
+                    && !shared.outage.is_down()
                     && let Err(error) = commit_offsets(consumer, &pending)
                 {
                     tracing::warn!(
@@ -881,31 +896,48 @@ impl Acker for KafkaAcker {
 
     async fn commit(&mut self) -> Result<(), ConnectorError> {
         let shared = self.consumer.context().shared.clone();
-        let mut pending = lock(&shared.offsets).pending(|_, _| true);
-        if pending.is_empty() {
+        let mut pending = Some(lock(&shared.offsets).pending(|_, _| true));
+        if pending.as_ref().is_some_and(Vec::is_empty) {
             return Ok(());
         }
+        let started = tokio::time::Instant::now();
+        // During an outage, one short try: the next acknowledgement tries again.
+        let (attempts, budget) = if shared.outage.is_down() {
+            (1, COMMIT_BUDGET_DOWN)
+        } else {
+            (COMMIT_ATTEMPTS, COMMIT_BUDGET)
+        };
         let mut last_error = None;
-        for attempt in 1..=COMMIT_ATTEMPTS {
+        for attempt in 1..=attempts {
+            let Some(list) = pending.take() else { break };
             let consumer = self.consumer.clone();
-            let (result, list) = tokio::task::spawn_blocking(move || {
-                let result = commit_offsets(&*consumer, &pending);
-                (result, pending)
-            })
-            .await
-            .map_err(|e| {
-                ConnectorError::server(
-                    CONNECTOR,
-                    shared.outage.target.clone(),
-                    "commit offsets",
-                    format!("the committing task failed: {e}"),
-                    "",
-                )
-            })?;
-            pending = list;
+            // A synchronous commit, on a thread of its own; if it takes too
+            // long it finishes there (committing acknowledged offsets late
+            // is harmless) while the runtime goes on.
+            let task = tokio::task::spawn_blocking(move || {
+                let result = commit_offsets(&*consumer, &list);
+                (result, list)
+            });
+            let left = budget.saturating_sub(started.elapsed());
+            let (result, list) = match tokio::time::timeout(left, task).await {
+                Err(_elapsed) => {
+                    last_error = Some(format!("no answer within {budget:?}"));
+                    break;
+                }
+                Ok(Err(e)) => {
+                    return Err(ConnectorError::server(
+                        CONNECTOR,
+                        shared.outage.target.clone(),
+                        "commit offsets",
+                        format!("the committing task failed: {e}"),
+                        "",
+                    ));
+                }
+                Ok(Ok(done)) => done,
+            };
             match result {
                 Ok(()) => {
-                    lock(&shared.offsets).mark_committed(&pending);
+                    lock(&shared.offsets).mark_committed(&list);
                     shared.outage.ok();
                     return Ok(());
                 }
@@ -920,21 +952,34 @@ impl Acker for KafkaAcker {
                     ));
                 }
                 Err(error) => {
-                    last_error = Some(error);
-                    if attempt < COMMIT_ATTEMPTS {
-                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    last_error = Some(error.to_string());
+                    pending = Some(list);
+                    if attempt < attempts {
+                        let backoff = Duration::from_millis(100 << attempt);
+                        let left = budget.saturating_sub(started.elapsed());
+                        tokio::time::sleep(backoff.min(left)).await;
                     }
                 }
             }
         }
         if let Some(error) = last_error {
-            tracing::warn!(
-                connector = CONNECTOR,
-                target = %shared.outage.target,
-                group = %shared.group,
-                %error,
-                "cannot commit offsets now; will retry at the next acknowledgement (messages after the last commit may be read again)"
-            );
+            if shared.outage.is_down() {
+                tracing::debug!(
+                    connector = CONNECTOR,
+                    target = %shared.outage.target,
+                    group = %shared.group,
+                    %error,
+                    "cannot commit offsets during the outage; will retry at the next acknowledgement"
+                );
+            } else {
+                tracing::warn!(
+                    connector = CONNECTOR,
+                    target = %shared.outage.target,
+                    group = %shared.group,
+                    %error,
+                    "cannot commit offsets now; will retry at the next acknowledgement (messages after the last commit may be read again)"
+                );
+            }
         }
         Ok(())
     }
