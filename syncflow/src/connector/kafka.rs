@@ -678,7 +678,9 @@ type KafkaConsumer = StreamConsumer<SourceContext>;
 /// - Offsets are committed (`enable.auto.commit` is off) only over what the
 ///   runtime acknowledged: per partition, the offset after the last
 ///   acknowledged message, when the acker commits. When partitions are
-///   revoked in a rebalance, their acknowledged offsets are committed first.
+///   revoked in a rebalance, their acknowledged offsets are committed first;
+///   batches of theirs still in flight then are not committed for them (the
+///   partition's next owner reads those messages again: at-least-once).
 /// - A message that cannot be decoded is dead-lettered by the runtime; the
 ///   flow goes on.
 ///
