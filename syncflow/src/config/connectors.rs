@@ -23,6 +23,7 @@ pub const SOURCE_KEYS: &[(&str, &str)] = &[
     ("nats", "nats"),
     ("redis", "redis"),
     ("mysql_cdc", "mysql-cdc"),
+    ("kafka", "kafka"),
 ];
 
 /// Every connector key of sinks, with the cargo feature that compiles it in.
@@ -35,6 +36,7 @@ pub const SINK_KEYS: &[(&str, &str)] = &[
     ("nats", "nats"),
     ("redis_stream", "redis"),
     ("redis_keys", "redis"),
+    ("kafka", "kafka"),
 ];
 
 /// A connector source of a checked flow file.
@@ -62,6 +64,9 @@ pub enum ConnectorSource {
     /// MySQL / MariaDB binlog CDC.
     #[cfg(feature = "mysql-cdc")]
     MysqlCdc(Box<crate::connector::mysql_cdc::MysqlCdcSourceConfig>),
+    /// Kafka consumer group.
+    #[cfg(feature = "kafka")]
+    Kafka(Box<crate::connector::kafka::KafkaSourceConfig>),
 }
 
 /// A connector sink of a checked flow file.
@@ -92,6 +97,9 @@ pub enum ConnectorSink {
     /// Redis keys.
     #[cfg(feature = "redis")]
     RedisKeys(Box<crate::connector::redis::RedisKeySinkConfig>),
+    /// Kafka producer.
+    #[cfg(feature = "kafka")]
+    Kafka(Box<crate::connector::kafka::KafkaSinkConfig>),
 }
 
 /// Replaces `${VAR}` in every string of `value`.
@@ -144,6 +152,8 @@ pub(crate) fn source(key: &str, value: Value) -> Result<ConnectorSource, String>
         "redis" => Ok(ConnectorSource::Redis(settings(key, value)?)),
         #[cfg(feature = "mysql-cdc")]
         "mysql_cdc" => Ok(ConnectorSource::MysqlCdc(settings(key, value)?)),
+        #[cfg(feature = "kafka")]
+        "kafka" => Ok(ConnectorSource::Kafka(settings(key, value)?)),
         _ => {
             let feature = SOURCE_KEYS
                 .iter()
@@ -174,6 +184,8 @@ pub(crate) fn sink(key: &str, value: Value) -> Result<ConnectorSink, String> {
         "redis_stream" => Ok(ConnectorSink::RedisStream(settings(key, value)?)),
         #[cfg(feature = "redis")]
         "redis_keys" => Ok(ConnectorSink::RedisKeys(settings(key, value)?)),
+        #[cfg(feature = "kafka")]
+        "kafka" => Ok(ConnectorSink::Kafka(settings(key, value)?)),
         _ => {
             let feature = SINK_KEYS
                 .iter()
@@ -202,6 +214,8 @@ impl ConnectorSource {
             ConnectorSource::Redis(_) => "redis",
             #[cfg(feature = "mysql-cdc")]
             ConnectorSource::MysqlCdc(_) => "mysql_cdc",
+            #[cfg(feature = "kafka")]
+            ConnectorSource::Kafka(_) => "kafka",
         }
     }
 }
@@ -226,6 +240,8 @@ impl ConnectorSink {
             ConnectorSink::RedisStream(_) => "redis_stream",
             #[cfg(feature = "redis")]
             ConnectorSink::RedisKeys(_) => "redis_keys",
+            #[cfg(feature = "kafka")]
+            ConnectorSink::Kafka(_) => "kafka",
         }
     }
 }
@@ -302,6 +318,12 @@ pub fn compiled_in() -> Vec<ConnectorInfo> {
             "source",
             "MySQL / MariaDB: binlog CDC (snapshot, then row changes)",
             cfg!(feature = "mysql-cdc"),
+        ),
+        (
+            "kafka",
+            "source, sink",
+            "Kafka: consumer group with committed offsets, idempotent producer (acks=all)",
+            cfg!(feature = "kafka"),
         ),
     ];
     for &(key, kinds, what, on) in described {
@@ -415,6 +437,13 @@ impl ConnectorSource {
                     .map_err(|e| source_error("mysql_cdc", e))?;
                 super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
             }
+            #[cfg(feature = "kafka")]
+            ConnectorSource::Kafka(config) => {
+                let source = crate::connector::kafka::KafkaSource::connect_with(&config, decode)
+                    .await
+                    .map_err(|e| source_error("kafka", e))?;
+                super::run::finish(crate::runtime::Runtime::new(flow).source(source), options).await
+            }
         }
     }
 }
@@ -487,6 +516,13 @@ impl ConnectorSink {
                 let sink = crate::connector::redis::RedisKeySink::connect(&config)
                     .await
                     .map_err(|e| sink_error("redis_keys", e))?;
+                Ok(super::run::add_sink(rt, sink, route))
+            }
+            #[cfg(feature = "kafka")]
+            ConnectorSink::Kafka(config) => {
+                let sink = crate::connector::kafka::KafkaSink::connect(&config)
+                    .await
+                    .map_err(|e| sink_error("kafka", e))?;
                 Ok(super::run::add_sink(rt, sink, route))
             }
         }

@@ -163,6 +163,13 @@ pub struct SourceSpec {
         schemars(with = "Option<crate::connector::mysql_cdc::MysqlCdcSourceConfig>")
     )]
     pub mysql_cdc: Option<serde_json::Value>,
+    /// Kafka: a consumer group whose offsets are committed only once every
+    /// sink confirmed (cargo feature `kafka`).
+    #[cfg_attr(
+        feature = "kafka",
+        schemars(with = "Option<crate::connector::kafka::KafkaSourceConfig>")
+    )]
+    pub kafka: Option<serde_json::Value>,
 }
 
 impl SourceSpec {
@@ -176,6 +183,7 @@ impl SourceSpec {
             ("nats", &self.nats),
             ("redis", &self.redis),
             ("mysql_cdc", &self.mysql_cdc),
+            ("kafka", &self.kafka),
         ]
         .into_iter()
         .filter_map(|(key, value)| Some((key, value.as_ref()?)))
@@ -252,6 +260,13 @@ pub struct SinkSpec {
         schemars(with = "Option<crate::connector::redis::RedisKeySinkConfig>")
     )]
     pub redis_keys: Option<serde_json::Value>,
+    /// Kafka: an idempotent producer (`acks=all`); a flush waits for every
+    /// delivery report (cargo feature `kafka`).
+    #[cfg_attr(
+        feature = "kafka",
+        schemars(with = "Option<crate::connector::kafka::KafkaSinkConfig>")
+    )]
+    pub kafka: Option<serde_json::Value>,
 }
 
 impl SinkSpec {
@@ -266,6 +281,7 @@ impl SinkSpec {
             ("nats", &self.nats),
             ("redis_stream", &self.redis_stream),
             ("redis_keys", &self.redis_keys),
+            ("kafka", &self.kafka),
         ]
         .into_iter()
         .filter_map(|(key, value)| Some((key, value.as_ref()?)))
