@@ -133,10 +133,13 @@ fn to_json<T: Serialize + 'static>(input: T) -> Result<Value, serde_json::Error>
 /// Reads a `T` back from JSON, moving it when `T` is JSON.
 fn from_json<T: DeserializeOwned + 'static>(value: Value) -> Result<T, serde_json::Error> {
     let mut slot = Some(value);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
-        Some(same) => Ok(same.take().expect("just filled")),
-        None => serde_json::from_value(slot.take().unwrap_or(Value::Null)),
+    if let Some(same) = (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+    {
+        return Ok(same);
     }
+    serde_json::from_value(slot.take().unwrap_or(Value::Null))
 }
 
 impl<T, K> ToolStep<T, K>
@@ -234,5 +237,26 @@ where
             next(item, monitor);
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        id: u32,
+    }
+
+    #[test]
+    fn json_messages_move_and_typed_ones_go_through_serde() {
+        let value = json!({"id": 7});
+        assert_eq!(to_json(value.clone()).unwrap(), value);
+        assert_eq!(from_json::<Value>(value.clone()).unwrap(), value);
+        assert_eq!(to_json(Order { id: 7 }).unwrap(), value);
+        assert_eq!(from_json::<Order>(value).unwrap(), Order { id: 7 });
+        assert!(from_json::<Order>(json!({"name": "x"})).is_err());
     }
 }
