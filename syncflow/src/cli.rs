@@ -532,7 +532,7 @@ enum Command {
     },
     /// Show every Save/Load channel: its length, and each reader's position and lag
     Channels {
-        /// The channel store file, or a flow file whose `channels.path` names it
+        /// The channel store file, or a flow file (its embedded store and its broker channels)
         #[arg(value_name = "STORE_OR_FLOW_FILE", default_value = crate::config::DEFAULT_CHANNELS_PATH)]
         store: PathBuf,
         /// Print JSON instead of a table
@@ -630,30 +630,52 @@ fn list_connectors(json: bool, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn list_channels(store: PathBuf, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
-    let path = if is_flow_file(&store.to_string_lossy()) {
+    use crate::channel::StoreStats;
+    // Each group of channels: where they are kept, and their statistics.
+    let mut groups: Vec<(String, StoreStats)> = Vec::new();
+    let (path, brokers) = if is_flow_file(&store.to_string_lossy()) {
         let plan = crate::config::load(&store).map_err(CliError::Config)?;
-        plan.channels
-            .map(|c| c.path)
-            .ok_or_else(|| CliError::Setup(format!("`{}` uses no channel", store.display())))?
-    } else {
-        store
-    };
-    if !path.exists() {
-        return Err(CliError::Setup(format!(
-            "no channel store at `{}`: a flow that saves or loads a channel creates it; give the store's path or the flow file",
-            path.display()
-        )));
-    }
-    let store =
-        crate::channel::ChannelStore::open(&path).map_err(|e| CliError::Setup(e.to_string()))?;
-    let stats = store.stats().map_err(|e| CliError::Setup(e.to_string()))?;
-    if json {
-        let channels: Vec<_> = stats
+        let channels = plan
             .channels
+            .ok_or_else(|| CliError::Setup(format!("`{}` uses no channel", store.display())))?;
+        let path = channels.embedded.then_some(channels.path);
+        (path, channels.brokers)
+    } else {
+        (Some(store), Vec::new())
+    };
+    if let Some(path) = path {
+        if !path.exists() {
+            return Err(CliError::Setup(format!(
+                "no channel store at `{}`: a flow that saves or loads a channel creates it; give the store's path or the flow file",
+                path.display()
+            )));
+        }
+        let store = crate::channel::ChannelStore::open(&path)
+            .map_err(|e| CliError::Setup(e.to_string()))?;
+        let stats = store.stats().map_err(|e| CliError::Setup(e.to_string()))?;
+        groups.push((path.display().to_string(), stats));
+    }
+    if !brokers.is_empty() {
+        let runtime = async_runtime()?;
+        for broker in &brokers {
+            let stats = runtime
+                .block_on(broker.stats())
+                .map_err(|e| CliError::Setup(format!("channel `{}`: {e}", broker.channel())))?;
+            let location = broker.location();
+            groups.push((
+                location.clone(),
+                StoreStats::new(PathBuf::from(location), vec![stats]),
+            ));
+        }
+    }
+    if json {
+        let channels: Vec<_> = groups
             .iter()
-            .map(|c| {
+            .flat_map(|(kept, stats)| stats.channels.iter().map(move |c| (kept, c)))
+            .map(|(kept, c)| {
                 serde_json::json!({
                     "name": c.name,
+                    "kept_in": kept,
                     "length": c.length,
                     "first": c.first,
                     "next": c.next,
@@ -668,7 +690,10 @@ fn list_channels(store: PathBuf, json: bool, out: &mut dyn Write) -> Result<(), 
             .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
         return writeln!(out, "{text}").map_err(CliError::Output);
     }
-    write!(out, "{stats}").map_err(CliError::Output)
+    for (_, stats) in &groups {
+        write!(out, "{stats}").map_err(CliError::Output)?;
+    }
+    Ok(())
 }
 
 /// The CLI starts its own async runtime: refuse to run inside one.

@@ -73,12 +73,20 @@
 //!   [`ChannelStoreOptions::shared`], several processes may open it at once
 //!   (slower commits).
 
+mod broker;
 mod error;
 mod sink;
 mod source;
 mod stats;
 mod store;
 
+pub use broker::{BROKER_KEYS, BrokerChannel};
+#[cfg_attr(not(any(feature = "nats", feature = "redis")), allow(unused_imports))]
+pub(crate) use broker::{ChannelSink, DrainAfter, from_settings as broker_from_settings};
+#[cfg(feature = "nats")]
+pub use broker::{NatsChannel, NatsChannelConfig};
+#[cfg(feature = "redis")]
+pub use broker::{RedisChannel, RedisChannelConfig};
 pub use error::ChannelError;
 pub use sink::{RawSaveSink, SaveSink};
 pub use source::{ChannelAck, ChannelAcker, LoadOptions, LoadSource, RawLoadSource};

@@ -62,6 +62,12 @@ pub struct ReaderStats {
 }
 
 impl StoreStats {
+    /// The statistics of `channels`, kept at `path` (a store file, or a
+    /// broker's address for a broker channel).
+    pub fn new(path: PathBuf, channels: Vec<ChannelStats>) -> Self {
+        StoreStats { path, channels }
+    }
+
     /// The statistics of one channel.
     pub fn channel(&self, name: &str) -> Option<&ChannelStats> {
         self.channels.iter().find(|c| c.name == name)

@@ -103,7 +103,7 @@ pub enum ConnectorSink {
 }
 
 /// Replaces `${VAR}` in every string of `value`.
-fn interpolate_all(value: &mut Value) -> Result<(), String> {
+pub(super) fn interpolate_all(value: &mut Value) -> Result<(), String> {
     match value {
         Value::String(s) => *s = env::interpolate(s)?,
         Value::Array(items) => {
@@ -255,7 +255,7 @@ pub fn compiled_in() -> Vec<ConnectorInfo> {
         ConnectorInfo::builtin(
             "load / save",
             "source, sink",
-            "Save/Load channels (embedded store)",
+            "Save/Load channels (embedded store; on NATS or Redis with those features)",
         ),
     ];
     let described: &[(&str, &str, &str, bool)] = &[

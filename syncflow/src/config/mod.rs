@@ -45,7 +45,7 @@ use crate::toolbox::{TOOL_NAMES, Tool, ToolSpec};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{FlowFile, FlowSpec, SinkSpec, SourceSpec, StepSpec, schema_json};
-pub(crate) use run::open_store;
+pub(crate) use run::{open_store, prepare_brokers};
 
 /// A checked flow file, ready to run.
 #[derive(Debug)]
@@ -91,13 +91,25 @@ impl Plan {
     }
 }
 
-/// The checked channel store settings.
+/// The checked channel settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelsPlan {
-    /// The store file.
+    /// The embedded store's file.
     pub path: PathBuf,
     /// Retention by channel.
     pub retention: Vec<(String, crate::channel::Retention)>,
+    /// The channels kept by a broker (their retention applied).
+    pub brokers: Vec<crate::channel::BrokerChannel>,
+    /// Whether a flow uses a channel of the embedded store (else the
+    /// store file is not opened).
+    pub embedded: bool,
+}
+
+impl ChannelsPlan {
+    /// The broker that keeps `channel`, if one does.
+    pub fn broker(&self, channel: &str) -> Option<&crate::channel::BrokerChannel> {
+        self.brokers.iter().find(|b| b.channel() == channel)
+    }
 }
 
 /// The store file when `channels.path` is not given.
@@ -205,14 +217,14 @@ pub enum SinkPlan {
     Connector(connectors::ConnectorSink),
 }
 
-/// The channel store's settings, when the file uses channels or sets them.
+/// The channel settings, when the file uses channels or sets them.
 fn check_channels(
     spec: Option<&Spanned<model::ChannelsSpec>>,
-    used: bool,
+    used: &std::collections::BTreeSet<String>,
     origin: &str,
     errors: &mut ConfigErrors,
 ) -> Option<ChannelsPlan> {
-    if spec.is_none() && !used {
+    if spec.is_none() && used.is_empty() {
         return None;
     }
     let (loc, path, retention_specs) = match spec {
@@ -261,7 +273,84 @@ fn check_channels(
             retention.push((channel.clone(), keep));
         }
     }
-    Some(ChannelsPlan { path, retention })
+    let brokers = spec
+        .map(|s| check_brokers(&s.value.brokers, &retention, origin, errors))
+        .unwrap_or_default();
+    let embedded = used
+        .iter()
+        .any(|c| !brokers.iter().any(|b| b.channel() == c));
+    Some(ChannelsPlan {
+        path,
+        retention,
+        brokers,
+        embedded,
+    })
+}
+
+/// `channels.brokers`: each channel kept by exactly one broker, no two
+/// channels in the same stream.
+// Without a broker compiled in, every broker key is an error.
+#[cfg_attr(not(any(feature = "nats", feature = "redis")), allow(unreachable_code))]
+fn check_brokers(
+    specs: &std::collections::BTreeMap<String, Spanned<model::BrokerSpec>>,
+    retention: &[(String, crate::channel::Retention)],
+    origin: &str,
+    errors: &mut ConfigErrors,
+) -> Vec<crate::channel::BrokerChannel> {
+    let mut brokers: Vec<crate::channel::BrokerChannel> = Vec::new();
+    for (channel, spec) in specs {
+        let at = |message: String| ConfigError::new(origin, spec.referenced, message);
+        if let Err(e) = crate::channel::check_name("channel", channel) {
+            errors.push(at(format!("channels.brokers: {e}")));
+            continue;
+        }
+        let given: Vec<(&str, &serde_json::Value)> =
+            [("nats", &spec.value.nats), ("redis", &spec.value.redis)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_ref()?)))
+                .collect();
+        let [(key, settings)] = given[..] else {
+            errors.push(at(format!(
+                "channels.brokers.{channel}: give exactly one broker, `nats: {{...}}` or `redis: {{...}}` (found {})",
+                if given.is_empty() {
+                    "none".to_string()
+                } else {
+                    given.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(" and ")
+                }
+            )));
+            continue;
+        };
+        let mut settings = settings.clone();
+        if settings.is_null() {
+            settings = serde_json::Value::Object(Default::default());
+        }
+        let broker = connectors::interpolate_all(&mut settings)
+            .and_then(|()| crate::channel::broker_from_settings(channel, key, settings));
+        let broker = match broker {
+            Ok(b) => b,
+            Err(m) => {
+                errors.push(at(format!("channels.brokers.{channel}: {m}")));
+                continue;
+            }
+        };
+        if let Some(other) = brokers
+            .iter()
+            .find(|b| b.key() == broker.key() && b.location() == broker.location())
+        {
+            errors.push(at(format!(
+                "channels.brokers.{channel}: channel `{}` is kept in the same place ({}); give one of them its own `stream`",
+                other.channel(),
+                broker.location()
+            )));
+            continue;
+        }
+        let keep = retention
+            .iter()
+            .find(|(c, _)| c == channel)
+            .map_or(crate::channel::Retention::UNLIMITED, |(_, r)| *r);
+        brokers.push(broker.with_retention(keep));
+    }
+    brokers
 }
 
 /// Reads and checks a flow file.
@@ -308,12 +397,14 @@ pub fn check(file: FlowFile, origin: &str) -> Result<Plan, ConfigErrors> {
             flows.push(flow);
         }
     }
-    let uses_channels = flows.iter().any(|f| {
-        matches!(f.source, SourcePlan::Load { .. })
-            || f.sinks.iter().any(|s| matches!(s, SinkPlan::Save { .. }))
-            || !f.flow.dead_letter_channels().is_empty()
-    });
-    let channels = check_channels(file.channels.as_ref(), uses_channels, origin, &mut errors);
+    let mut used = std::collections::BTreeSet::new();
+    for f in &flows {
+        if let SourcePlan::Load { channel, .. } = &f.source {
+            used.insert(channel.clone());
+        }
+        used.extend(f.saved_channels().into_iter().map(str::to_string));
+    }
+    let channels = check_channels(file.channels.as_ref(), &used, origin, &mut errors);
     errors.into_result(Plan {
         origin: origin.to_string(),
         flows,

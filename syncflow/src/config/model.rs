@@ -35,9 +35,35 @@ pub struct FlowFile {
 pub struct ChannelsSpec {
     /// The store file (default `.syncflow/channels.redb`; `${VAR}` is replaced).
     pub path: Option<String>,
-    /// Retention by channel name.
+    /// Retention by channel name (for the embedded store's channels and
+    /// the brokers' alike).
     #[serde(default)]
     pub retention: BTreeMap<String, RetentionSpec>,
+    /// Channels kept by a broker instead of the embedded store, by channel
+    /// name, so that flows on different machines can save and load them.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, BrokerSpec>")]
+    pub brokers: BTreeMap<String, Spanned<BrokerSpec>>,
+}
+
+/// The broker that keeps a channel: exactly one of `nats` or `redis`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSpec {
+    /// A NATS JetStream stream (cargo feature `nats`; `${VAR}` is replaced
+    /// in every string).
+    #[cfg_attr(
+        feature = "nats",
+        schemars(with = "Option<crate::channel::NatsChannelConfig>")
+    )]
+    pub nats: Option<serde_json::Value>,
+    /// A Redis stream (cargo feature `redis`; `${VAR}` is replaced in every
+    /// string).
+    #[cfg_attr(
+        feature = "redis",
+        schemars(with = "Option<crate::channel::RedisChannelConfig>")
+    )]
+    pub redis: Option<serde_json::Value>,
 }
 
 /// How much of a channel is kept (both limits apply when both are given).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{ChannelsPlan, Plan, PlannedFlow, SinkPlan, SourcePlan};
-use crate::channel::{ChannelStore, LoadOptions, LoadSource, SaveSink};
+use crate::channel::{BrokerChannel, ChannelSink, ChannelStore, LoadOptions, LoadSource};
 use crate::connector::Sink;
 use crate::connector::{JsonLinesSink, JsonLinesSource, StdinSource, StdoutSink};
 use crate::dynamic::{DynFlow, JsonOut};
@@ -41,8 +41,12 @@ impl Plan {
         shutdown: Shutdown,
         signals: bool,
     ) -> Vec<(String, Result<RunSummary, RunError>)> {
-        let store = match self.channels.as_ref().map(open_store).transpose() {
-            Ok(store) => store,
+        let opened = match &self.channels {
+            Some(plan) => open_channels(plan).await,
+            None => Ok((None, Arc::from(Vec::new()))),
+        };
+        let (store, brokers) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 return self
                     .flows
@@ -71,6 +75,7 @@ impl Plan {
             let channels = Channels {
                 resources: resources.clone(),
                 store: store.clone(),
+                brokers: brokers.clone(),
                 writers_done: match &planned.source {
                     SourcePlan::Load { channel, .. } => savers.get(channel).map(|s| s.1.clone()),
                     _ => None,
@@ -112,6 +117,37 @@ impl Plan {
     }
 }
 
+/// Opens what the plan's channels need: the embedded store when a flow
+/// uses one of its channels, and each broker channel (created on its
+/// broker, retention applied).
+pub(crate) async fn open_channels(
+    plan: &ChannelsPlan,
+) -> Result<(Option<ChannelStore>, Arc<[BrokerChannel]>), StoreError> {
+    let store = if plan.embedded {
+        Some(open_store(plan)?)
+    } else {
+        None
+    };
+    Ok((store, prepare_brokers(plan).await?))
+}
+
+/// Creates each broker channel of the plan on its broker (or updates its
+/// retention).
+pub(crate) async fn prepare_brokers(
+    plan: &ChannelsPlan,
+) -> Result<Arc<[BrokerChannel]>, StoreError> {
+    for broker in &plan.brokers {
+        broker.prepare().await.map_err(|e| {
+            StoreError(format!(
+                "channel `{}` on {}: {e}",
+                broker.channel(),
+                broker.location()
+            ))
+        })?;
+    }
+    Ok(plan.brokers.clone().into())
+}
+
 /// Opens the channel store and applies the file's retention settings.
 pub(crate) fn open_store(plan: &ChannelsPlan) -> Result<ChannelStore, StoreError> {
     if let Some(dir) = plan.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -137,18 +173,19 @@ pub(crate) struct StoreError(pub(crate) String);
 impl StoreError {
     fn clone_for(&self, flow: &str) -> RunError {
         RunError::Source {
-            name: format!("the channel store of flow `{flow}`"),
+            name: format!("the channels of flow `{flow}`"),
             error: crate::connector::ConnectorError::Other(self.0.clone().into()),
         }
     }
 }
 
 /// What a flow of a plan needs of the plan's channels.
-#[derive(Default)]
 struct Channels {
     /// The plan's shared resources.
     resources: crate::context::Resources,
     store: Option<ChannelStore>,
+    /// The channels kept by brokers.
+    brokers: Arc<[BrokerChannel]>,
     /// For a loading flow: triggered when the flows saving into its channel ended.
     writers_done: Option<Shutdown>,
     /// Where the run publishes its live counters.
@@ -182,22 +219,30 @@ impl PlannedFlow {
     /// with `signals`, Ctrl-C or SIGTERM arrives). A flow that saves or
     /// loads channels is run through [`Plan::run`], which opens the store.
     pub async fn run(self, shutdown: Shutdown, signals: bool) -> Result<RunSummary, RunError> {
-        self.run_with(shutdown, signals, Channels::default()).await
+        let channels = Channels {
+            resources: Default::default(),
+            store: None,
+            brokers: Arc::from(Vec::new()),
+            writers_done: None,
+            progress: None,
+        };
+        self.run_with(shutdown, signals, channels).await
     }
 
-    /// Runs this flow for the flow manager: channels from `store`, loaders
-    /// following their channel until `shutdown`, counters published
-    /// through `progress`, no signal handling.
+    /// Runs this flow for the flow manager: channels from `store` and
+    /// `brokers`, loaders following their channel until `shutdown`,
+    /// counters published through `progress`, no signal handling.
     pub(crate) async fn run_managed(
         self,
         shutdown: Shutdown,
-        store: Option<ChannelStore>,
+        (store, brokers): (Option<ChannelStore>, Arc<[BrokerChannel]>),
         resources: crate::context::Resources,
         progress: Progress,
     ) -> Result<RunSummary, RunError> {
         let channels = Channels {
             resources,
             store,
+            brokers,
             writers_done: None,
             progress: Some(progress),
         };
@@ -218,6 +263,7 @@ impl PlannedFlow {
         };
         let options = Options {
             store: channels.store.clone(),
+            brokers: channels.brokers.clone(),
             shutdown: shutdown.clone(),
             sinks: self.sinks,
             routes: self.routes,
@@ -245,6 +291,24 @@ impl PlannedFlow {
                     source = source.state_dir(dir).map_err(source_error)?;
                 }
                 finish(Runtime::new(flow).source(source), options).await
+            }
+            SourcePlan::Load { channel, reader }
+                if channels.brokers.iter().any(|b| b.channel() == channel) =>
+            {
+                let broker = channels
+                    .brokers
+                    .iter()
+                    .find(|b| b.channel() == channel)
+                    .expect("checked by the guard");
+                load_from_broker(
+                    broker,
+                    &reader,
+                    flow,
+                    decode,
+                    options,
+                    channels.writers_done,
+                )
+                .await
             }
             SourcePlan::Load { channel, reader } => {
                 let name = format!("load:{channel}@{reader}");
@@ -282,6 +346,7 @@ impl PlannedFlow {
 /// How a planned flow runs, apart from its source.
 pub(crate) struct Options {
     store: Option<ChannelStore>,
+    brokers: Arc<[BrokerChannel]>,
     sinks: Vec<SinkPlan>,
     routes: Vec<Option<u16>>,
     dead_letter: Option<PathBuf>,
@@ -301,6 +366,7 @@ pub(crate) async fn finish<S: crate::connector::Source<Item = crate::registry::B
 ) -> Result<RunSummary, RunError> {
     let Options {
         store,
+        brokers,
         sinks,
         routes,
         dead_letter,
@@ -315,11 +381,17 @@ pub(crate) async fn finish<S: crate::connector::Source<Item = crate::registry::B
     if let Some(key) = key {
         rt = rt.key_hash(Arc::new(move |input| key.hash(input)));
     }
-    let no_store = |name: String| RunError::Sink {
-        name,
-        error: crate::connector::ConnectorError::Other(
-            "channels are opened by `Plan::run`: run the whole plan".into(),
-        ),
+    let open_channel = async |channel: &str| {
+        let broker = brokers.iter().find(|b| b.channel() == channel);
+        ChannelSink::open(channel, broker, store.as_ref())
+            .await
+            .map_err(|error| RunError::Sink {
+                name: match broker {
+                    Some(b) => format!("save:{channel} ({})", b.location()),
+                    None => format!("save:{channel}"),
+                },
+                error,
+            })
     };
     for (sink, route) in sinks.into_iter().zip(routes) {
         rt = match sink {
@@ -341,16 +413,7 @@ pub(crate) async fn finish<S: crate::connector::Source<Item = crate::registry::B
             }
             SinkPlan::Stdout => add_sink(rt, StdoutSink::new(), route),
             SinkPlan::Connector(sink) => sink.add_to(rt, route).await?,
-            SinkPlan::Save { channel } => {
-                let name = format!("save:{channel}");
-                let sink_error = |error: crate::connector::ConnectorError| RunError::Sink {
-                    name: name.clone(),
-                    error,
-                };
-                let store = store.as_ref().ok_or_else(|| no_store(name.clone()))?;
-                let sink = SaveSink::open(store, &channel).map_err(|e| sink_error(e.into()))?;
-                add_sink(rt, sink, route)
-            }
+            SinkPlan::Save { channel } => add_sink(rt, open_channel(&channel).await?, route),
         };
     }
     if dead_letter_channels.is_empty() {
@@ -372,13 +435,7 @@ pub(crate) async fn finish<S: crate::connector::Source<Item = crate::registry::B
         };
         let mut channels = Vec::new();
         for (step, channel) in dead_letter_channels {
-            let name = format!("save:{channel}");
-            let store = store.as_ref().ok_or_else(|| no_store(name.clone()))?;
-            let sink = SaveSink::open(store, &channel).map_err(|e| RunError::Sink {
-                name,
-                error: e.into(),
-            })?;
-            channels.push((step, sink));
+            channels.push((step, open_channel(&channel).await?));
         }
         rt = rt.dead_letter_sink(DeadLetterRouter { file, channels });
     }
@@ -445,7 +502,7 @@ where
 struct DeadLetterRouter {
     file: Option<JsonLinesSink>,
     /// By step name (policies are bound per function name).
-    channels: Vec<(&'static str, SaveSink)>,
+    channels: Vec<(&'static str, ChannelSink)>,
 }
 
 impl Sink<DeadLetter> for DeadLetterRouter {
@@ -453,7 +510,7 @@ impl Sink<DeadLetter> for DeadLetterRouter {
         let mut names: Vec<String> = self
             .channels
             .iter()
-            .map(|(_, sink)| format!("save:{}", sink.channel()))
+            .map(|(_, sink)| Sink::<&DeadLetter>::name(sink))
             .collect();
         if let Some(file) = &self.file {
             names.push(file.path().display().to_string());
@@ -491,5 +548,43 @@ impl Sink<DeadLetter> for DeadLetterRouter {
             Sink::<&DeadLetter>::flush(file).await?;
         }
         Ok(())
+    }
+}
+
+/// Runs a flow that loads a broker channel as `reader`.
+#[allow(unused_variables)] // without broker features there is nothing to match
+async fn load_from_broker(
+    broker: &BrokerChannel,
+    reader: &str,
+    flow: Flow<DynFlow>,
+    decode: crate::registry::DecodeFn,
+    options: Options,
+    writers_done: Option<Shutdown>,
+) -> Result<RunSummary, RunError> {
+    let source_error = |error| RunError::Source {
+        name: format!("load:{}@{reader} ({})", broker.channel(), broker.location()),
+        error,
+    };
+    match *broker {
+        #[cfg(feature = "nats")]
+        BrokerChannel::Nats(ref c) => {
+            let source =
+                crate::connector::nats::NatsSource::connect(&c.source_config(reader), decode)
+                    .await
+                    .map_err(source_error)?;
+            let source = crate::channel::DrainAfter::new(source, writers_done);
+            finish(Runtime::new(flow).source(source), options).await
+        }
+        #[cfg(feature = "redis")]
+        BrokerChannel::Redis(ref c) => {
+            let source = crate::connector::redis::RedisStreamSource::connect(
+                &c.source_config(reader),
+                decode,
+            )
+            .await
+            .map_err(source_error)?;
+            let source = crate::channel::DrainAfter::new(source, writers_done);
+            finish(Runtime::new(flow).source(source), options).await
+        }
     }
 }

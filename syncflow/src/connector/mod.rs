@@ -62,7 +62,7 @@ pub mod nats;
     feature = "mqtt",
     feature = "http"
 ))]
-mod netutil;
+pub(crate) mod netutil;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

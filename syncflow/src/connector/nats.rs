@@ -232,7 +232,7 @@ impl NatsSinkConfig {
 
 /// Connects a client that reconnects with capped exponential backoff and
 /// jitter, and logs each outage once.
-async fn connect_client(
+pub(crate) async fn connect_client(
     url: &str,
     timeout: Option<Duration>,
     role: &'static str,

@@ -193,6 +193,11 @@ pub struct RedisStreamSinkConfig {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub maxlen: Option<u64>,
+    /// Remove entries older than this (`XTRIM MINID ~`, at each write;
+    /// entry IDs are the server's clock); default: no trimming by age.
+    #[serde(default, with = "crate::policy::duration::option")]
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Duration>,
     /// How long to keep retrying a batch that failed for lack of a
     /// connection before the run fails (default `60s`).
     #[serde(default, with = "crate::policy::duration::option")]
@@ -216,6 +221,7 @@ impl RedisStreamSinkConfig {
             stream: stream.into(),
             field: default_field(),
             maxlen: None,
+            max_age: None,
             retry_for: None,
             response_timeout: None,
             connect_timeout: None,
@@ -1097,6 +1103,7 @@ pub struct RedisStreamSink {
     stream: String,
     field: String,
     maxlen: Option<u64>,
+    max_age: Option<Duration>,
     retry_for: Duration,
     pipe: Pipeline,
     buf: Vec<u8>,
@@ -1181,6 +1188,7 @@ impl RedisStreamSink {
             stream: config.stream.clone(),
             field: config.field.clone(),
             maxlen: config.maxlen,
+            max_age: config.max_age,
             retry_for: config.retry_for.unwrap_or(DEFAULT_RETRY_FOR),
             pipe: ::redis::pipe(),
             buf: Vec::with_capacity(1024),
@@ -1212,6 +1220,20 @@ impl<T: Serialize + Sync> Sink<T> for RedisStreamSink {
             }
             cmd.arg("*").arg(&self.field).arg(&self.buf[..]).ignore();
         }
+        if let Some(age) = self.max_age {
+            // Entry IDs start with the server's clock in ms: drop older ones.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let oldest = now.saturating_sub(age).as_millis();
+            self.pipe
+                .cmd("XTRIM")
+                .arg(&self.stream)
+                .arg("MINID")
+                .arg("~")
+                .arg(oldest.to_string())
+                .ignore();
+        }
         run_pipeline(
             &mut self.conn,
             &self.pipe,
@@ -1227,6 +1249,141 @@ impl<T: Serialize + Sync> Sink<T> for RedisStreamSink {
         // Every batch was confirmed by the server in `write`.
         Ok(())
     }
+}
+
+// ---- Stream statistics (for `syncflow channels`) ----
+
+/// What the server says of a stream and its consumer groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct StreamStats {
+    /// Entries in the stream (`XLEN`).
+    pub length: u64,
+    /// Entries ever added (`entries-added`, Redis 7; the length before).
+    pub added: u64,
+    /// Memory used by the key (`MEMORY USAGE`).
+    pub bytes: u64,
+    /// The consumer groups, by name.
+    pub groups: Vec<GroupStats>,
+}
+
+/// One consumer group of a stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct GroupStats {
+    pub name: String,
+    /// Entries delivered to the group (`entries-read`).
+    pub read: u64,
+    /// Delivered and not acknowledged.
+    pub pending: u64,
+    /// Not yet delivered (`lag`).
+    pub lag: u64,
+}
+
+/// The fields of an `XINFO` reply (a flat array of pairs, or a RESP3 map).
+fn info_fields(reply: Value) -> Vec<(String, Value)> {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Map(map) => map,
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                pairs.push((k, v));
+            }
+            pairs
+        }
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| Some((String::from_utf8_lossy(bytes_of(&k)?).into_owned(), v)))
+        .collect()
+}
+
+fn field_u64(fields: &[(String, Value)], name: &str) -> Option<u64> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| match v {
+            Value::Int(n) => u64::try_from(*n).ok(),
+            other => std::str::from_utf8(bytes_of(other)?).ok()?.parse().ok(),
+        })
+}
+
+/// `XLEN`, `XINFO STREAM`, `XINFO GROUPS` and `MEMORY USAGE` of `stream`.
+pub(crate) async fn stream_stats(url: &str, stream: &str) -> Result<StreamStats, ConnectorError> {
+    let target = format!("{}/{stream}", redact_url(url));
+    let client = open_client(url, &target)?;
+    let mut conn = manager(&client, &target, DEFAULT_RESPONSE_TIMEOUT, None).await?;
+    let fail = |action: &'static str, e: RedisError| {
+        error(
+            &target,
+            action,
+            e,
+            "check that the server runs and that a flow created the channel",
+        )
+    };
+    let exists: i64 = ::redis::cmd("EXISTS")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| fail("look up the stream", e))?;
+    if exists == 0 {
+        return Ok(StreamStats::default());
+    }
+    let info: Value = ::redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| fail("read the stream (XINFO STREAM)", e))?;
+    let info = info_fields(info);
+    let length = field_u64(&info, "length").unwrap_or(0);
+    let added = field_u64(&info, "entries-added")
+        .unwrap_or(length)
+        .max(length);
+    let groups: Value = ::redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| fail("list the readers (XINFO GROUPS)", e))?;
+    let groups = match groups {
+        Value::Array(groups) => groups,
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for group in groups {
+        let fields = info_fields(group);
+        let Some(name) = fields
+            .iter()
+            .find(|(k, _)| k == "name")
+            .and_then(|(_, v)| bytes_of(v))
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+        else {
+            continue;
+        };
+        let pending = field_u64(&fields, "pending").unwrap_or(0);
+        let read = field_u64(&fields, "entries-read").unwrap_or(0);
+        let lag = field_u64(&fields, "lag").unwrap_or_else(|| added.saturating_sub(read));
+        out.push(GroupStats {
+            name,
+            read,
+            pending,
+            lag,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    let bytes: Option<u64> = ::redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(None);
+    Ok(StreamStats {
+        length,
+        added,
+        bytes: bytes.unwrap_or(0),
+        groups: out,
+    })
 }
 
 // ---- Key sink ----

@@ -1003,8 +1003,15 @@ impl FlowManager {
         let store = checked
             .channels
             .as_ref()
+            .filter(|plan| plan.embedded)
             .map(|plan| self.store(plan))
             .transpose()?;
+        let brokers = match &checked.channels {
+            Some(plan) => crate::config::prepare_brokers(plan)
+                .await
+                .map_err(|e| e.0)?,
+            None => std::sync::Arc::from(Vec::new()),
+        };
         let stop = self.inner.root.child();
         let progress = Progress::new();
         let cell = Arc::new(Cell::default());
@@ -1014,7 +1021,9 @@ impl FlowManager {
             let resources = self.inner.resources.clone();
             let planned = checked.planned;
             async move {
-                let result = planned.run_managed(stop, store, resources, progress).await;
+                let result = planned
+                    .run_managed(stop, (store, brokers), resources, progress)
+                    .await;
                 *lock(&cell.outcome) = Some(result);
                 cell.ended.notify_waiters();
             }
