@@ -60,7 +60,10 @@ pub mod nats;
     feature = "redis",
     feature = "amqp",
     feature = "mqtt",
-    feature = "http"
+    feature = "http",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "mysql-cdc"
 ))]
 pub(crate) mod netutil;
 #[cfg(feature = "postgres")]

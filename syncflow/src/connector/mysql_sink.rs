@@ -400,7 +400,6 @@ pub struct MysqlSink {
     opts: Opts,
     target: String,
     rows_per_statement: usize,
-    retry: RetryConfig,
     conn: Option<Conn>,
     table: Table,
     qualified: String,
@@ -536,9 +535,9 @@ impl MysqlSink {
         let rejects = Rejects::open(config.dead_letter.as_ref(), target.clone(), "mysql sink")?;
         Ok(MysqlSink {
             opts,
+            outage: config.retry.outage(CONNECTOR, &target),
             target,
             rows_per_statement: config.rows_per_statement,
-            retry: config.retry.clone(),
             conn: Some(conn),
             qualified: format!("{}.{}", quote(&db), quote(&name)),
             table,
@@ -552,7 +551,6 @@ impl MysqlSink {
             collector: Collector::default(),
             rejects,
             sql: HashMap::new(),
-            outage: Outage::new(),
         })
     }
 
@@ -862,10 +860,7 @@ impl<T: Serialize + Sync> Sink<T> for MysqlSink {
                     Ok(conn) => self.conn = Some(conn),
                     Err(e) => {
                         let message = error_text(&e);
-                        match self
-                            .outage
-                            .failed(&self.retry, CONNECTOR, &self.target, &message)
-                        {
+                        match self.outage.failed_within("reach the database", &message) {
                             Some(wait) => {
                                 tokio::time::sleep(wait).await;
                                 continue;
@@ -896,10 +891,7 @@ impl<T: Serialize + Sync> Sink<T> for MysqlSink {
                 Err(Failure::Data(_)) if !row_by_row => row_by_row = true,
                 Err(Failure::Connection(message) | Failure::Transient(message)) => {
                     self.conn = None;
-                    match self
-                        .outage
-                        .failed(&self.retry, CONNECTOR, &self.target, &message)
-                    {
+                    match self.outage.failed_within("reach the database", &message) {
                         Some(wait) => tokio::time::sleep(wait).await,
                         None => {
                             return Err(self.fail(
@@ -919,7 +911,7 @@ impl<T: Serialize + Sync> Sink<T> for MysqlSink {
                 }
             }
         }
-        self.outage.recovered(CONNECTOR, &self.target);
+        self.outage.recovered();
         self.rejects.write(&mut self.collector.rejects).await?;
         if self.collector.clear() {
             self.sql.clear();

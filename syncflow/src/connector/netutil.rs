@@ -69,6 +69,31 @@ impl Outage {
         self
     }
 
+    /// Uses `retry`'s backoff and gives up after its attempts (see
+    /// [`Outage::failed_within`]); by default an outage is retried forever.
+    pub(crate) fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Like [`Outage::failed`], but `None` once the tries of the outage
+    /// reached the retry's attempts: the caller gives up.
+    pub(crate) fn failed_within(
+        &mut self,
+        action: &str,
+        error: &dyn fmt::Display,
+    ) -> Option<Duration> {
+        let delay = self.record(action, error, true);
+        (self.failures < self.retry.attempts()).then_some(delay)
+    }
+
+    /// How long until the next try is due (`None`: now).
+    pub(crate) fn wait(&self) -> Option<Duration> {
+        self.retry_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
+
     /// Records a failed try (`action` failed with `error`) and returns how
     /// long to wait before the next one. The first failure of an outage is
     /// logged at `warn`, later ones at `debug`.

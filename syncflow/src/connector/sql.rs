@@ -19,6 +19,8 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) use super::netutil::Outage;
+
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -77,7 +79,7 @@ pub struct RetryConfig {
     #[serde(default = "RetryConfig::default_initial_ms")]
     pub initial_ms: u64,
     /// Longest wait between two attempts, in milliseconds (default 5000);
-    /// waits double up to it, with ±25% jitter.
+    /// waits double up to it, each shortened at random by up to half.
     #[serde(default = "RetryConfig::default_max_ms")]
     pub max_ms: u64,
     /// Attempts before the operation fails and the run stops (0, the
@@ -104,19 +106,24 @@ impl RetryConfig {
         5000
     }
 
-    /// The wait before attempt `attempt` (from 1), with jitter.
-    pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let base = self
-            .initial_ms
-            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
-            .min(self.max_ms.max(1));
-        let jitter = fastrand::u64(0..=base / 2);
-        Duration::from_millis(base - base / 4 + jitter)
+    /// The same backoff as a retry policy (what the connectors' outage
+    /// tracker runs on).
+    pub(crate) fn to_retry(&self) -> crate::policy::Retry {
+        let max = Duration::from_millis(self.max_ms.max(1));
+        crate::policy::Retry::new(if self.max_attempts == 0 {
+            u32::MAX
+        } else {
+            self.max_attempts
+        })
+        .with_initial_backoff(Duration::from_millis(self.initial_ms).min(max))
+        .with_max_backoff(max)
+        .with_multiplier(2.0)
+        .with_jitter(crate::policy::Jitter::EQUAL)
     }
 
-    /// Whether another attempt may follow attempt `attempt`.
-    pub(crate) fn may_retry(&self, attempt: u32) -> bool {
-        self.max_attempts == 0 || attempt < self.max_attempts
+    /// Tracks the outages of the connection to `target` with this backoff.
+    pub(crate) fn outage(&self, connector: &'static str, target: &str) -> Outage {
+        Outage::new(connector, target).retry(self.to_retry())
     }
 }
 
@@ -1069,70 +1076,6 @@ pub(crate) fn classify_state(state: &str, message: String) -> Failure {
         Some("40") => Failure::Transient(message),
         Some("57") if state != "57014" => Failure::Connection(message),
         _ => Failure::Fatal(message),
-    }
-}
-
-/// Retries, reconnecting, an operation whose failures are classified,
-/// logging one warning per outage. Returns the data error when the
-/// operation's rows were refused.
-pub(crate) struct Outage {
-    pub(crate) attempt: u32,
-    warned: bool,
-}
-
-impl Outage {
-    pub(crate) fn new() -> Self {
-        Outage {
-            attempt: 0,
-            warned: false,
-        }
-    }
-
-    /// Records a failure; returns the wait before the next attempt, or
-    /// `None` when the attempts are used up.
-    pub(crate) fn failed(
-        &mut self,
-        retry: &RetryConfig,
-        connector: &'static str,
-        target: &str,
-        message: &str,
-    ) -> Option<Duration> {
-        self.attempt += 1;
-        if !retry.may_retry(self.attempt) {
-            return None;
-        }
-        if !self.warned {
-            self.warned = true;
-            tracing::warn!(
-                connector,
-                target,
-                error = message,
-                "connection to the database lost or failing; retrying with backoff"
-            );
-        } else {
-            tracing::debug!(
-                connector,
-                target,
-                error = message,
-                attempt = self.attempt,
-                "retrying"
-            );
-        }
-        Some(retry.delay(self.attempt))
-    }
-
-    /// Records a success after failures.
-    pub(crate) fn recovered(&mut self, connector: &'static str, target: &str) {
-        if self.warned {
-            tracing::info!(
-                connector,
-                target,
-                attempts = self.attempt,
-                "database connection restored"
-            );
-        }
-        self.attempt = 0;
-        self.warned = false;
     }
 }
 

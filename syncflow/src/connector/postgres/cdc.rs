@@ -149,7 +149,6 @@ impl PostgresCdcSourceConfig {
 struct Control {
     pg: tokio_postgres::Config,
     target: String,
-    retry: RetryConfig,
     client: Option<Client>,
     peek: Option<Statement>,
     outage: Outage,
@@ -202,10 +201,7 @@ impl Control {
             }
         };
         self.lost();
-        match self
-            .outage
-            .failed(&self.retry, CONNECTOR, &self.target, &message)
-        {
+        match self.outage.failed_within("reach the database", &message) {
             Some(wait) => {
                 self.next_attempt = Instant::now() + wait;
                 Ok(())
@@ -517,10 +513,9 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
             control: Arc::new(Mutex::new(Control {
                 pg,
                 target: target.clone(),
-                retry: config.retry.clone(),
                 client: Some(client),
                 peek: None,
-                outage: Outage::new(),
+                outage: config.retry.outage(CONNECTOR, &target),
                 next_attempt: Instant::now(),
             })),
             target,
@@ -781,7 +776,7 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
         match result {
             Ok(rows) => {
                 let control = &mut *control;
-                control.outage.recovered(CONNECTOR, &control.target);
+                control.outage.recovered();
                 if rows.is_empty() {
                     self.last_empty_poll = Some(Instant::now());
                     return Ok(false);

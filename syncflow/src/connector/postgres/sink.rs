@@ -166,7 +166,6 @@ pub struct PostgresSink {
     pg: tokio_postgres::Config,
     target: String,
     rows_per_statement: usize,
-    retry: RetryConfig,
     client: Option<Client>,
     statements: HashMap<StatementKey, Statement>,
     table: Table,
@@ -267,9 +266,9 @@ impl PostgresSink {
         let rejects = Rejects::open(config.dead_letter.as_ref(), target.clone(), "postgres sink")?;
         Ok(PostgresSink {
             pg,
+            outage: config.retry.outage(CONNECTOR, &target),
             target,
             rows_per_statement: config.rows_per_statement,
-            retry: config.retry.clone(),
             client: Some(client),
             statements: HashMap::new(),
             qualified: format!("{}.{}", quote_ident(&schema), quote_ident(&name)),
@@ -278,7 +277,6 @@ impl PostgresSink {
             collector: Collector::default(),
             rejects,
             param: String::new(),
-            outage: Outage::new(),
         })
     }
 
@@ -611,10 +609,7 @@ impl<T: Serialize + Sync> Sink<T> for PostgresSink {
                         return Err(self.fail("connect", m, "check the server's log"));
                     }
                 };
-                match self
-                    .outage
-                    .failed(&self.retry, CONNECTOR, &self.target, &message)
-                {
+                match self.outage.failed_within("reach the database", &message) {
                     Some(wait) => {
                         tokio::time::sleep(wait).await;
                         continue;
@@ -643,10 +638,7 @@ impl<T: Serialize + Sync> Sink<T> for PostgresSink {
                 Err(Failure::Data(_)) if !row_by_row => row_by_row = true,
                 Err(Failure::Connection(message) | Failure::Transient(message)) => {
                     self.client = None;
-                    match self
-                        .outage
-                        .failed(&self.retry, CONNECTOR, &self.target, &message)
-                    {
+                    match self.outage.failed_within("reach the database", &message) {
                         Some(wait) => tokio::time::sleep(wait).await,
                         None => {
                             return Err(self.fail(
@@ -666,7 +658,7 @@ impl<T: Serialize + Sync> Sink<T> for PostgresSink {
                 }
             }
         }
-        self.outage.recovered(CONNECTOR, &self.target);
+        self.outage.recovered();
         self.rejects.write(&mut self.collector.rejects).await?;
         if self.collector.clear() {
             self.statements.clear();
