@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Acker, Batch, ConnectorError, DecodeError, Read, Sink};
+use super::{Acker, Batch, ConnectorError, DecodeError, Phase, Read, Sink, SourceProgress, Unit};
 
 /// Bytes of input read at once.
 const READ_CHUNK: usize = 256 * 1024;
@@ -315,6 +315,8 @@ pub struct JsonLinesSource<T> {
     checkpoint: Option<PathBuf>,
     resumed: Option<Checkpoint>,
     decode: DecodeFn<T>,
+    /// Bytes read of the file's size.
+    progress: SourceProgress,
 }
 
 impl<T> std::fmt::Debug for JsonLinesSource<T> {
@@ -348,6 +350,15 @@ impl<T: Send + 'static> JsonLinesSource<T> {
             )
         })?;
         let name: Arc<str> = Arc::from(path.display().to_string());
+        // A regular file has a size to show progress against; a pipe or a
+        // device has none that means anything.
+        let size = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let progress = SourceProgress::new();
+        progress.begin(Phase::Backfill, name.clone(), Unit::Bytes, size);
         Ok(JsonLinesSource {
             reader: LineReader::file(file, 0, 0),
             path,
@@ -355,6 +366,7 @@ impl<T: Send + 'static> JsonLinesSource<T> {
             checkpoint: None,
             resumed: None,
             decode,
+            progress,
         })
     }
 
@@ -404,6 +416,7 @@ impl<T: Send + 'static> JsonLinesSource<T> {
                 "resuming after the checkpointed line"
             );
             self.reader = LineReader::file(file, saved.line, saved.offset);
+            self.progress.set_done(saved.offset);
         }
         self.resumed = saved;
         self.checkpoint = Some(checkpoint);
@@ -554,11 +567,16 @@ impl<T: Send + 'static> super::Source for JsonLinesSource<T> {
         Ok(match read {
             Read::Batch(()) => {
                 let (line, offset) = self.reader.position();
+                self.progress.set_done(offset);
                 Read::Batch(LineAck { line, offset })
             }
             Read::Idle => Read::Idle,
             Read::End => Read::End,
         })
+    }
+
+    fn progress(&self) -> Option<SourceProgress> {
+        Some(self.progress.clone())
     }
 }
 
@@ -907,6 +925,58 @@ mod tests {
             payload.as_ref().unwrap_err().message(),
             expected.to_string()
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_source_reports_bytes_read_of_its_size() {
+        use crate::connector::Source;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.jsonl");
+        let text: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let size = text.len() as u64;
+        let mut source = JsonLinesSource::<i64>::open(&path).unwrap();
+        let progress = source.progress().unwrap();
+        let status = progress.status();
+        assert_eq!(status.phase, Phase::Backfill);
+        assert_eq!(
+            (status.done, status.total, status.unit),
+            (0, Some(size), Unit::Bytes)
+        );
+        assert_eq!(&*status.what, path.display().to_string());
+        let mut batch = Batch::default();
+        assert!(matches!(
+            source.read(&mut batch, 10).await.unwrap(),
+            Read::Batch(_)
+        ));
+        // Ten lines of `1\n` … `9\n`, `10\n`.
+        assert_eq!(progress.status().done, 9 * 2 + 3);
+        loop {
+            batch.clear();
+            if let Read::End = source.read(&mut batch, 300).await.unwrap() {
+                break;
+            }
+        }
+        assert_eq!(progress.status().done, size);
+        assert_eq!(progress.status().fraction(), Some(1.0));
+
+        // Resumed from a checkpoint: what was done before counts as done.
+        let state = dir.path().join("state");
+        let cp = state.join(checkpoint_file_name(&path));
+        std::fs::create_dir_all(&state).unwrap();
+        let c = Checkpoint {
+            version: 1,
+            input: "n".into(),
+            line: 9,
+            offset: 18,
+        };
+        c.store(&cp).unwrap();
+        let source = JsonLinesSource::<i64>::open(&path)
+            .unwrap()
+            .state_dir(&state)
+            .unwrap();
+        let status = source.progress().unwrap().status();
+        assert_eq!((status.done, status.total), (18, Some(size)));
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub mod nats;
 pub(crate) mod netutil;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod progress;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -87,6 +88,7 @@ pub use mysql_cdc::{
     BinlogAcker, BinlogPosition, MysqlCdcSource, MysqlCdcSourceBuilder, MysqlCdcSourceConfig,
     SchemaChangePolicy, SnapshotMode,
 };
+pub use progress::{Phase, SourceProgress, SourceStatus, Unit};
 pub use stdio::{StdinSource, StdoutSink};
 
 #[cfg(feature = "amqp")]
@@ -183,6 +185,15 @@ pub trait Source: Send + 'static {
         batch: &mut Batch<Self::Item>,
         max: usize,
     ) -> impl Future<Output = Result<Read<Self::Ack>, ConnectorError>> + Send;
+
+    /// A handle on what the source is doing and how much work it expects
+    /// (the rows of a snapshot, the bytes of a file), for progress bars.
+    /// Called once, before the first `read`; the source keeps a clone and
+    /// updates it as it reads, once per batch. The default: `None`, the
+    /// source knows no totals (a stream).
+    fn progress(&self) -> Option<SourceProgress> {
+        None
+    }
 }
 
 /// Receives a source's acknowledgements and makes them durable.

@@ -390,6 +390,7 @@ where
             .then(|| tokio::spawn(shutdown::listen(flow_name, shutdown.clone(), abort.clone())));
         let counters = Arc::new(Counters::new(workers));
         let acker = source.acker();
+        let source_progress = source.progress();
 
         let mut set: JoinSet<Result<Done, RunError>> = JoinSet::new();
         let mut labels = HashMap::new();
@@ -474,7 +475,7 @@ where
         let handle = set.spawn(async move { reader.await.map(Done::Reader) });
         labels.insert(handle.id(), format!("the reader of source `{source_name}`"));
         if let Some(progress) = progress {
-            progress.attach(counters.clone());
+            progress.attach(counters.clone(), source_progress);
         }
 
         let mut first_error: Option<RunError> = None;

@@ -7,9 +7,11 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::tasks::Counters;
+use crate::connector::{SourceProgress, SourceStatus};
 
 /// A handle on the live counters of one run: what it has read, emitted,
-/// filtered, failed on so far.
+/// filtered, failed on so far, and what its source reports of its work
+/// ([`Progress::source`]: a snapshot's rows, a file's bytes).
 ///
 /// Make one, give it to [`Runtime::progress`](super::Runtime::progress),
 /// keep a clone and read it with [`Progress::counts`] from anywhere (an
@@ -30,8 +32,14 @@ pub struct Progress {
 
 #[derive(Debug, Default)]
 struct Inner {
-    counters: OnceLock<Arc<Counters>>,
+    counters: OnceLock<Attached>,
     started: Notify,
+}
+
+#[derive(Debug)]
+struct Attached {
+    counters: Arc<Counters>,
+    source: Option<SourceProgress>,
 }
 
 impl Progress {
@@ -40,10 +48,15 @@ impl Progress {
         Self::default()
     }
 
-    /// Attaches the run's counters: the run has set up its source, sinks
-    /// and workers and starts reading.
-    pub(crate) fn attach(&self, counters: Arc<Counters>) {
-        if self.inner.counters.set(counters).is_ok() {
+    /// Attaches the run's counters and its source's progress handle: the
+    /// run has set up its source, sinks and workers and starts reading.
+    pub(crate) fn attach(&self, counters: Arc<Counters>, source: Option<SourceProgress>) {
+        if self
+            .inner
+            .counters
+            .set(Attached { counters, source })
+            .is_ok()
+        {
             self.inner.started.notify_waiters();
         } else {
             tracing::warn!(
@@ -73,7 +86,7 @@ impl Progress {
 
     /// The counters so far (all zero before the run started).
     pub fn counts(&self) -> Counts {
-        let Some(c) = self.inner.counters.get() else {
+        let Some(Attached { counters: c, .. }) = self.inner.counters.get() else {
             return Counts::default();
         };
         Counts {
@@ -84,6 +97,17 @@ impl Progress {
             malformed: c.malformed.load(Relaxed),
             dead_lettered: c.dead_lettered.load(Relaxed),
         }
+    }
+
+    /// What the run's source reports about its work (phase, rows or bytes
+    /// done, the total when known: see [`SourceProgress`]); `None` before
+    /// the run started or when the source reports nothing (a stream).
+    pub fn source(&self) -> Option<SourceStatus> {
+        self.inner
+            .counters
+            .get()
+            .and_then(|a| a.source.as_ref())
+            .map(SourceProgress::status)
     }
 }
 

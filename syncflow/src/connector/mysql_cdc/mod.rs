@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use self::binlog::BinlogReader;
 use self::filter::TableFilter;
 use self::snapshot::Snapshot;
-use super::{Acker, Batch, ConnectorError, DecodeFn, Read, Source, serde_decode};
+use super::{Acker, Batch, ConnectorError, DecodeFn, Read, Source, SourceProgress, serde_decode};
 
 /// How long a read waits for changes before handing over what it has.
 const LINGER: Duration = Duration::from_millis(200);
@@ -325,6 +325,8 @@ pub struct MysqlCdcSource<T> {
     chunk: usize,
     state: State,
     backoff: Backoff,
+    /// The snapshot's rows read of the rows expected, then `streaming`.
+    progress: SourceProgress,
 }
 
 impl<T> fmt::Debug for MysqlCdcSource<T> {
@@ -575,6 +577,10 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
             None => State::Start(None),
         };
         let _ = conn.disconnect().await;
+        let progress = SourceProgress::new();
+        if matches!(state, State::Stream(_)) {
+            progress.streaming();
+        }
         Ok(MysqlCdcSource {
             name: Arc::from(format!("mysql-cdc://{target}")),
             settings,
@@ -585,6 +591,7 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
             chunk: config.snapshot_chunk,
             state,
             backoff: Backoff::default(),
+            progress,
         })
     }
 
@@ -630,9 +637,10 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
                 // In a task of its own, so that a read waiting for a slow
                 // or unreachable server still returns in time.
                 let settings = self.settings.clone();
-                *starting = Some(tokio::spawn(
-                    async move { Snapshot::begin(&settings).await },
-                ));
+                let progress = self.progress.clone();
+                *starting = Some(tokio::spawn(async move {
+                    Snapshot::begin(&settings, progress).await
+                }));
             }
             let Some(handle) = starting.as_mut() else {
                 return Ok(Read::Idle);
@@ -672,6 +680,7 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
             Ok(false) => Ok(Read::Batch(None)),
             Ok(true) => {
                 let start = snapshot.start.clone();
+                self.progress.streaming();
                 let state = std::mem::replace(
                     &mut self.state,
                     State::Stream(Box::new(BinlogReader::new(self.settings.clone(), &start))),
@@ -768,6 +777,12 @@ impl<T: Send + 'static> Source for MysqlCdcSource<T> {
             State::Stream(reader) => reader.read(batch, max, self.decode, LINGER).await,
             _ => self.read_snapshot(batch, max).await,
         }
+    }
+
+    /// The snapshot's rows read and expected (exact for tables under
+    /// 100 000 rows, the server's estimate above), then `streaming`.
+    fn progress(&self) -> Option<SourceProgress> {
+        Some(self.progress.clone())
     }
 }
 

@@ -12,7 +12,15 @@ use mysql_async::{Conn, Row, Value};
 use super::schema::{self, quote};
 use super::value::{self, SnapKind};
 use super::{BinlogPosition, Settings, now_ms};
-use crate::connector::{Batch, DecodeFn};
+use crate::connector::{Batch, DecodeFn, Phase, SourceProgress, Unit};
+
+/// Tables whose row estimate is below this are counted exactly (in the
+/// snapshot's transaction) when their turn comes: such a count takes a few
+/// milliseconds, and a small or freshly filled table is where InnoDB's
+/// estimate (`information_schema.TABLES.TABLE_ROWS`) is most off. Larger
+/// tables keep the estimate, which costs nothing; every table's estimate is
+/// replaced by the rows actually read once it is done.
+const COUNT_BELOW: u64 = 100_000;
 
 /// A table being read.
 struct Scan {
@@ -32,6 +40,8 @@ struct Scan {
     /// `"name":` of each column and how its values are written (from the
     /// first chunk's columns).
     columns: Option<Vec<(Vec<u8>, SnapKind)>>,
+    /// The rows expected of this table (in the snapshot's expected total).
+    expected: u64,
     /// `,"source":{…,"db":…,"table":…,"pos":"file:pos","gtid":…,"ts_ms":…,"snapshot":true},"ts_ms":`
     tail: Vec<u8>,
 }
@@ -42,14 +52,25 @@ pub(crate) struct Snapshot {
     /// Where the binlog stream starts once the snapshot is read.
     pub(crate) start: BinlogPosition,
     ts_ms: u64,
-    tables: VecDeque<(String, String)>,
+    /// The tables still to read, with their row estimates.
+    tables: VecDeque<(String, String, u64)>,
     scan: Option<Scan>,
     rows: u64,
+    /// Tables in the snapshot, and the number of the one being read.
+    table_count: usize,
+    table_number: usize,
+    /// Rows expected in all: read, counted or estimated.
+    expected: u64,
+    progress: SourceProgress,
 }
 
 impl Snapshot {
-    /// Opens the consistent snapshot and lists the captured tables.
-    pub(crate) async fn begin(settings: &Settings) -> Result<Snapshot, mysql_async::Error> {
+    /// Opens the consistent snapshot, lists the captured tables with their
+    /// row estimates, and starts the snapshot phase of `progress`.
+    pub(crate) async fn begin(
+        settings: &Settings,
+        progress: SourceProgress,
+    ) -> Result<Snapshot, mysql_async::Error> {
         let mut conn = Conn::new(settings.opts.clone()).await?;
         conn.query_drop("SET SESSION time_zone = '+00:00'").await?;
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -110,10 +131,17 @@ impl Snapshot {
                  WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME",
             )
             .await?;
-        let tables = listed
+        let tables: Vec<(String, String)> = listed
             .into_iter()
             .filter(|(db, table)| settings.filter.includes(db, table))
             .collect();
+        let tables = estimates(&mut conn, tables).await?;
+        let expected = tables.iter().map(|t| t.2).sum();
+        let what = match tables.len() {
+            1 => format!("{}.{}", tables[0].0, tables[0].1),
+            n => format!("{n} tables"),
+        };
+        progress.begin(Phase::Snapshot, what, Unit::Rows, Some(expected));
         tracing::info!(
             server = %settings.target,
             binlog = %format!("{file}:{pos}"),
@@ -129,20 +157,47 @@ impl Snapshot {
                 gtid: gtid.filter(|g| !g.is_empty()).map(Arc::from),
             },
             ts_ms: now_ms(),
+            table_count: tables.len(),
+            table_number: 0,
             tables,
             scan: None,
             rows: 0,
+            expected,
+            progress,
         })
     }
 
     async fn next_table(&mut self, settings: &Settings) -> Result<bool, mysql_async::Error> {
-        let Some((db, table)) = self.tables.pop_front() else {
+        let Some((db, table, estimate)) = self.tables.pop_front() else {
             return Ok(false);
         };
         let schema = schema::load(&mut self.conn, &db, &table, settings.mariadb)
             .await?
             .unwrap_or_default();
         let from = format!("SELECT * FROM {}.{}", quote(&db), quote(&table));
+        let mut expected = estimate;
+        if estimate < COUNT_BELOW {
+            // In the snapshot's transaction: exactly the rows it will read.
+            let count: Option<u64> = self
+                .conn
+                .query_first(format!(
+                    "SELECT COUNT(*) FROM {}.{}",
+                    quote(&db),
+                    quote(&table)
+                ))
+                .await?;
+            expected = count.unwrap_or(estimate);
+        }
+        self.table_number += 1;
+        self.correct(estimate, expected);
+        self.progress.set_what(if self.table_count > 1 {
+            format!(
+                "{db}.{table} (table {} of {})",
+                self.table_number, self.table_count
+            )
+        } else {
+            format!("{db}.{table}")
+        });
         let keys: Vec<String> = schema.primary_key.iter().map(|k| quote(k)).collect();
         let (first, next) = if keys.is_empty() {
             (
@@ -198,9 +253,16 @@ impl Snapshot {
             last: None,
             offset: 0,
             columns: None,
+            expected,
             tail,
         });
         Ok(true)
+    }
+
+    /// Replaces a table's share of the expected total.
+    fn correct(&mut self, was: u64, now: u64) {
+        self.expected = (self.expected + now).saturating_sub(was);
+        self.progress.set_total(Some(self.expected));
     }
 
     /// Reads rows into `batch` up to `max`, `chunk` rows per query. Returns
@@ -290,6 +352,7 @@ impl Snapshot {
                 batch.push_range(self.rows, start..end, payload);
             }
             scan.offset += rows.len() as u64;
+            self.progress.advance(rows.len() as u64);
             if let Some(row) = rows.last()
                 && !scan.key.is_empty()
             {
@@ -302,7 +365,9 @@ impl Snapshot {
             }
             if done {
                 tracing::debug!(db = %scan.db, table = %scan.table, rows = scan.offset, "snapshot of a table read");
+                let (was, read) = (scan.expected, scan.offset);
                 self.scan = None;
+                self.correct(was, read);
             }
         }
         Ok(false)
@@ -313,4 +378,36 @@ impl Snapshot {
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(1), self.conn.disconnect()).await;
     }
+}
+
+/// The row estimates of `tables` (`information_schema.TABLES.TABLE_ROWS`:
+/// free, read from the storage engine's statistics; 0 when it has none).
+/// One query per database, so that the server opens only those tables.
+async fn estimates(
+    conn: &mut Conn,
+    tables: Vec<(String, String)>,
+) -> Result<VecDeque<(String, String, u64)>, mysql_async::Error> {
+    let mut dbs: Vec<&str> = tables.iter().map(|(db, _)| db.as_str()).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    let mut rows = std::collections::HashMap::new();
+    for db in dbs {
+        let listed: Vec<(String, Option<u64>)> = conn
+            .exec(
+                "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'",
+                (db,),
+            )
+            .await?;
+        for (table, estimate) in listed {
+            rows.insert((db.to_string(), table), estimate.unwrap_or(0));
+        }
+    }
+    Ok(tables
+        .into_iter()
+        .map(|(db, table)| {
+            let estimate = rows.get(&(db.clone(), table.clone())).copied().unwrap_or(0);
+            (db, table, estimate)
+        })
+        .collect())
 }

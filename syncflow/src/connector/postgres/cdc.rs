@@ -17,10 +17,20 @@ use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 use super::pgoutput::{self, Message, Relation, Tuple, Value, format_lsn, parse_lsn};
 use super::{CONNECTOR, classify, connect, describe, error_text, parse_url, split_table};
 use crate::connector::sql::{Failure, Outage, RetryConfig, quote_ident};
-use crate::connector::{Acker, Batch, ConnectorError, DecodeFn, Read, Source, serde_decode};
+use crate::connector::{
+    Acker, Batch, ConnectorError, DecodeFn, Phase, Read, Source, SourceProgress, Unit, serde_decode,
+};
 
 /// Prefix of the logical decoding messages syncflow writes (snapshot markers).
 const MARKER_PREFIX: &str = "syncflow";
+
+/// Tables whose row estimate (`pg_class.reltuples`, -1 when never analyzed)
+/// is below this are counted exactly, in the snapshot's transaction, when
+/// their turn comes: a few milliseconds for such a table, and where the
+/// estimate is most often missing or stale (a table filled since the last
+/// `ANALYZE`). Larger tables keep the estimate; each table's share of the
+/// expected total becomes the rows actually read once it is done.
+const COUNT_BELOW: i64 = 100_000;
 
 /// When the source reads the published tables' existing rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -260,12 +270,31 @@ struct Snapshot {
     index: usize,
     cursor_open: bool,
     rows: u64,
+    /// Rows expected in all (read, counted or estimated), and of the
+    /// table being read.
+    expected: u64,
+    table_expected: u64,
+    table_rows: u64,
+}
+
+/// Replaces a table's share (`was`) of the snapshot's `expected` total by `now`.
+fn correct(expected: &mut u64, progress: &SourceProgress, was: u64, now: u64) {
+    *expected = (*expected + now).saturating_sub(was);
+    progress.set_total(Some(*expected));
 }
 
 struct SnapTable {
     schema: String,
     name: String,
     columns: Vec<(String, u32)>,
+    /// `pg_class.reltuples`: an estimate, -1 when never analyzed.
+    estimate: i64,
+}
+
+impl SnapTable {
+    fn estimate(&self) -> u64 {
+        self.estimate.max(0) as u64
+    }
 }
 
 /// Reads the changes of PostgreSQL tables through logical replication
@@ -315,6 +344,8 @@ pub struct PostgresCdcSource<T> {
     marker: Vec<u8>,
     buf: Vec<u8>,
     snapshot_position: u64,
+    /// The snapshot's rows read of the rows expected, then `streaming`.
+    progress: SourceProgress,
 }
 
 impl<T> std::fmt::Debug for PostgresCdcSource<T> {
@@ -504,6 +535,10 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                 .map_err(|e| fail("write the snapshot marker", e, ""))?;
         }
         let name: Arc<str> = Arc::from(format!("postgres {target} slot {}", config.slot));
+        let progress = SourceProgress::new();
+        if !snapshot {
+            progress.streaming();
+        }
         Ok(PostgresCdcSource {
             name,
             slot: config.slot.clone(),
@@ -535,6 +570,7 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
             marker: marker.into_bytes(),
             buf: Vec::new(),
             snapshot_position: 0,
+            progress,
         })
     }
 }
@@ -847,6 +883,9 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                             index: 0,
                             cursor_open: false,
                             rows: 0,
+                            expected: 0,
+                            table_expected: 0,
+                            table_rows: 0,
                         });
                         return Ok(ack);
                     }
@@ -963,6 +1002,7 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                 let end = snapshot.marker_end;
                 tracing::info!(connector = CONNECTOR, target = %self.target, slot = %self.slot, rows = snapshot.rows, "snapshot read");
                 self.snapshot = None;
+                self.progress.streaming();
                 Ok(Read::Batch(Some(end)))
             }
             Ok(false) => Ok(Read::Batch(None)),
@@ -1004,6 +1044,14 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
             snapshot.client = Some(client);
             snapshot.index = 0;
             snapshot.cursor_open = false;
+            snapshot.rows = 0;
+            snapshot.expected = snapshot.tables.iter().map(SnapTable::estimate).sum();
+            let what = match snapshot.tables.as_slice() {
+                [table] => format!("{}.{}", table.schema, table.name),
+                tables => format!("{} tables", tables.len()),
+            };
+            self.progress
+                .begin(Phase::Snapshot, what, Unit::Rows, Some(snapshot.expected));
         }
         let Some(client) = snapshot.client.as_ref() else {
             return Ok(false);
@@ -1014,6 +1062,33 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                 return Ok(true);
             };
             if !snapshot.cursor_open {
+                let (estimate, mut expected) = (table.estimate(), table.estimate());
+                if table.estimate < COUNT_BELOW {
+                    // In the snapshot's transaction: exactly the rows it reads.
+                    let row = client
+                        .query_one(
+                            &format!(
+                                "SELECT count(*) FROM {}.{}",
+                                quote_ident(&table.schema),
+                                quote_ident(&table.name)
+                            ),
+                            &[],
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    expected = row.get::<_, i64>(0).max(0) as u64;
+                }
+                let what = if snapshot.tables.len() > 1 {
+                    format!(
+                        "{}.{} (table {} of {})",
+                        table.schema,
+                        table.name,
+                        snapshot.index + 1,
+                        snapshot.tables.len()
+                    )
+                } else {
+                    format!("{}.{}", table.schema, table.name)
+                };
                 let columns: Vec<String> =
                     table.columns.iter().map(|(n, _)| quote_ident(n)).collect();
                 client
@@ -1030,13 +1105,17 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                     .await
                     .map_err(|e| classify(&e))?;
                 snapshot.cursor_open = true;
+                snapshot.table_expected = expected;
+                snapshot.table_rows = 0;
+                correct(&mut snapshot.expected, &self.progress, estimate, expected);
+                self.progress.set_what(what);
             }
             let want = max - batch.len();
             let messages = client
                 .simple_query(&format!("FETCH {want} FROM syncflow_snapshot"))
                 .await
                 .map_err(|e| classify(&e))?;
-            let mut got = 0;
+            let mut got: u64 = 0;
             for message in &messages {
                 let SimpleQueryMessage::Row(row) = message else {
                     continue;
@@ -1071,13 +1150,17 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
                 let payload = (self.decode)(buf);
                 batch.push(self.snapshot_position, buf, payload);
             }
-            if got < want {
+            self.progress.advance(got);
+            snapshot.table_rows += got;
+            if got < want as u64 {
                 client
                     .batch_execute("CLOSE syncflow_snapshot")
                     .await
                     .map_err(|e| classify(&e))?;
                 snapshot.cursor_open = false;
                 snapshot.index += 1;
+                let (was, read) = (snapshot.table_expected, snapshot.table_rows);
+                correct(&mut snapshot.expected, &self.progress, was, read);
             }
         }
         Ok(false)
@@ -1088,14 +1171,17 @@ impl<T: Send + 'static> PostgresCdcSource<T> {
 async fn snapshot_tables(client: &Client, publication: &str) -> Result<Vec<SnapTable>, Failure> {
     let rows = client
         .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2",
+            "SELECT p.schemaname::text, p.tablename::text, c.reltuples::bigint \
+             FROM pg_publication_tables p \
+             JOIN pg_class c ON c.oid = (quote_ident(p.schemaname) || '.' || quote_ident(p.tablename))::regclass \
+             WHERE p.pubname = $1 ORDER BY 1, 2",
             &[&publication],
         )
         .await
         .map_err(|e| classify(&e))?;
     let mut tables = Vec::with_capacity(rows.len());
     for row in rows {
-        let (schema, name): (String, String) = (row.get(0), row.get(1));
+        let (schema, name, estimate): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
         let columns = client
             .query(
                 "SELECT a.attname::text, a.atttypid FROM pg_attribute a \
@@ -1112,6 +1198,7 @@ async fn snapshot_tables(client: &Client, publication: &str) -> Result<Vec<SnapT
             schema,
             name,
             columns,
+            estimate,
         });
     }
     Ok(tables)
@@ -1258,6 +1345,12 @@ impl<T: Send + 'static> Source for PostgresCdcSource<T> {
         }
         self.last_empty_poll = None;
         Ok(Read::Batch(ack))
+    }
+
+    /// The snapshot's rows read and expected (exact for tables under
+    /// 100 000 rows, `pg_class.reltuples` above), then `streaming`.
+    fn progress(&self) -> Option<SourceProgress> {
+        Some(self.progress.clone())
     }
 }
 
