@@ -32,7 +32,14 @@
 //! exit 0. Logs go to standard error, filtered by `SYNCFLOW_LOG` (default
 //! `warn`; e.g. `SYNCFLOW_LOG=info` or `SYNCFLOW_LOG=syncflow=debug`).
 //!
+//! While a run goes on, a progress line on standard error shows each flow's
+//! counts and rates, and a bar when its source knows how much is left (a
+//! database snapshot, an input file): redrawn every second on a terminal,
+//! a line every 10 s otherwise; `--progress-every 2s` or `off` changes that.
+//!
 //! Exit codes: 0 success, 1 the run failed, 2 a usage or setup error.
+
+mod progress;
 
 use std::future::Future;
 use std::hash::Hash;
@@ -52,7 +59,8 @@ use crate::connector::{
 use crate::flow::{Flow, FlowDef};
 use crate::function::StepInfo;
 use crate::monitor::Monitor;
-use crate::runtime::{KeyFn, RunError, RunSummary, Runtime};
+use crate::runtime::{KeyFn, Progress, RunError, RunSummary, Runtime};
+use progress::{ProgressOptions, show_while};
 
 /// Exit code of a failed run.
 const EXIT_FAILED: u8 = 1;
@@ -201,14 +209,28 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         init_tracing();
-        let code = self.execute(args, &mut std::io::stdout(), &mut std::io::stderr());
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let code = self.execute_on(args, &mut std::io::stdout(), &mut std::io::stderr(), tty);
         ExitCode::from(code)
     }
 
     /// Runs the command line with these arguments (the first is the program
     /// name), writing to `out` and `err`, and returns the exit code. Does not
     /// set up logging. Must not be called from inside an async runtime.
+    ///
+    /// `err` is taken for a log, not a terminal: `run`'s progress comes as
+    /// a line every 10 s (or every `--progress-every`), never redrawn.
     pub fn execute<I, T>(self, args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        self.execute_on(args, out, err, false)
+    }
+
+    /// [`Cli::execute`], with `tty` saying whether `err` is a terminal (the
+    /// progress line is then redrawn in place).
+    fn execute_on<I, T>(self, args: I, out: &mut dyn Write, err: &mut dyn Write, tty: bool) -> u8
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -236,8 +258,10 @@ impl Cli {
         let result = match args.command {
             Command::Functions { json } => list_functions(out, json).map_err(CliError::Output),
             Command::Flows { json } => self.list_flows(out, json).map_err(CliError::Output),
-            Command::Run(run) if is_flow_file(&run.flow) => run_file(run, &self.resources, err),
-            Command::Run(run) => self.run(run, err),
+            Command::Run(run) if is_flow_file(&run.flow) => {
+                run_file(run, &self.resources, err, tty)
+            }
+            Command::Run(run) => self.run(run, err, tty),
             Command::Check { file } => check_file(&file, &self.resources, out),
             Command::Schema => {
                 writeln!(out, "{}", crate::config::schema_json()).map_err(CliError::Output)
@@ -303,7 +327,7 @@ impl Cli {
         write_table(out, ["FLOW", "INPUT → OUTPUT", "STEPS"], &rows)
     }
 
-    fn run(self, args: RunArgs, err: &mut dyn Write) -> Result<(), CliError> {
+    fn run(self, args: RunArgs, err: &mut dyn Write, tty: bool) -> Result<(), CliError> {
         if args.watch || args.admin.is_some() || args.admin_token.is_some() {
             return Err(CliError::Setup(
                 "--watch, --admin and --admin-token apply to flow files (`run flows.yaml`), not to flows compiled into this binary".to_string(),
@@ -317,6 +341,7 @@ impl Cli {
         } else {
             args.output.iter().map(|o| Target::parse(o)).collect()
         };
+        let progress = Progress::new();
         let options = RunOptions {
             input: Target::parse(&args.input),
             outputs,
@@ -324,10 +349,17 @@ impl Cli {
             workers: args.workers as usize,
             batch_size: args.batch_size as usize,
             state_dir: args.state_dir,
+            progress: progress.clone(),
         };
         let runtime = async_runtime()?;
         let flow = &self.flows[index];
-        let result = runtime.block_on((flow.run)(options));
+        let shown = ProgressOptions::new(tty, args.progress_every);
+        let result = runtime.block_on(show_while(
+            (flow.run)(options),
+            vec![(flow.name.clone(), progress)],
+            shown,
+            err,
+        ));
         // Reading standard input blocks a thread that cannot be interrupted:
         // do not wait for it.
         runtime.shutdown_timeout(Duration::from_millis(100));
@@ -383,6 +415,7 @@ struct RunOptions {
     workers: usize,
     batch_size: usize,
     state_dir: Option<PathBuf>,
+    progress: Progress,
 }
 
 async fn run_flow<F, M>(runtime: Runtime<F, M>, options: RunOptions) -> Result<RunSummary, CliError>
@@ -394,7 +427,8 @@ where
 {
     let mut runtime = runtime
         .workers(options.workers)
-        .batch_size(options.batch_size);
+        .batch_size(options.batch_size)
+        .progress(&options.progress);
     if let Some(path) = options.dead_letter {
         runtime = runtime.dead_letter(path);
     }
@@ -572,6 +606,10 @@ struct RunArgs {
     /// Token the admin API requires (`Authorization: Bearer <token>`) [env: SYNCFLOW_ADMIN_TOKEN]
     #[arg(long, value_name = "TOKEN")]
     admin_token: Option<String>,
+    /// How often the progress line on standard error is drawn (`500ms`, `5s`, `1m`), or `off`
+    /// [default: 1s on a terminal, 10s otherwise; not with --watch or --admin]
+    #[arg(long, value_name = "DURATION", value_parser = progress::parse_every)]
+    progress_every: Option<progress::Every>,
 }
 
 fn test_file(
@@ -777,6 +815,7 @@ fn run_file(
     args: RunArgs,
     resources: &crate::context::Resources,
     err: &mut dyn Write,
+    tty: bool,
 ) -> Result<(), CliError> {
     if args.input != "-"
         || !args.output.is_empty()
@@ -797,12 +836,13 @@ fn run_file(
     missing_resources(&plan)?;
     let runtime = async_runtime()?;
     let progress = plan.track_progress();
-    let ticker = runtime.spawn(show_progress(progress));
-    let results = runtime.block_on(plan.run(crate::runtime::Shutdown::new(), true));
-    ticker.abort();
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprint!("\r\x1b[2K");
-    }
+    let shown = ProgressOptions::new(tty, args.progress_every);
+    let results = runtime.block_on(show_while(
+        plan.run(crate::runtime::Shutdown::new(), true),
+        progress,
+        shown,
+        err,
+    ));
     runtime.shutdown_timeout(Duration::from_millis(100));
     let mut failed = Vec::new();
     for (name, result) in results {
@@ -820,48 +860,6 @@ fn run_file(
         Ok(())
     } else {
         Err(CliError::Failed(failed.join("\n")))
-    }
-}
-
-/// Shows each flow's counts and rates on standard error while a flow file
-/// runs: redrawn every second on a terminal, a line every 10 s otherwise
-/// (logs). Sources do not know their totals (a stream has none), so this
-/// is a live count, not a bar.
-async fn show_progress(flows: Vec<(String, crate::runtime::Progress)>) {
-    use std::io::IsTerminal;
-    let tty = std::io::stderr().is_terminal();
-    let every = Duration::from_secs(if tty { 1 } else { 10 });
-    let mut last: Vec<u64> = vec![0; flows.len()];
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let parts: Vec<String> = flows
-            .iter()
-            .zip(last.iter_mut())
-            .map(|((name, progress), last)| {
-                let c = progress.counts();
-                let rate = (c.input.saturating_sub(*last)) as f64 / every.as_secs_f64();
-                *last = c.input;
-                let failed = c.failed + c.malformed;
-                format!(
-                    "{name}: {} in ({rate:.0}/s), {} out{}",
-                    c.input,
-                    c.output,
-                    if failed > 0 {
-                        format!(", {failed} failed")
-                    } else {
-                        String::new()
-                    }
-                )
-            })
-            .collect();
-        let line = parts.join(" | ");
-        if tty {
-            eprint!("\r\x1b[2K{line}");
-        } else {
-            eprintln!("progress: {line}");
-        }
     }
 }
 
