@@ -1027,3 +1027,182 @@ async fn shutdown_stays_prompt_while_the_server_is_down() {
     cut.abort();
     db.drop().await;
 }
+
+/// Reads the snapshot through `source` in batches of `max` until its last
+/// batch; returns the rows read and the progress seen after each batch of
+/// the snapshot phase (checking that `done` counts the rows read).
+async fn read_snapshot_watching(
+    source: &mut MysqlCdcSource<ChangeEvent>,
+    progress: &syncflow::connector::SourceProgress,
+    max: usize,
+) -> (u64, Vec<syncflow::connector::SourceStatus>) {
+    use syncflow::connector::{Phase, Unit};
+    let mut batch = Batch::default();
+    let mut read = 0u64;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the snapshot did not end");
+        batch.clear();
+        let result = source.read(&mut batch, max).await.unwrap();
+        read += batch.len() as u64;
+        let status = progress.status();
+        if status.phase == Phase::Streaming {
+            // The batch that ends the snapshot carries where the stream starts.
+            assert!(
+                matches!(result, Read::Batch(Some(_))),
+                "streaming only once the snapshot ended: {result:?}"
+            );
+            return (read, seen);
+        }
+        if status.phase == Phase::Snapshot {
+            assert_eq!(status.done, read, "rows read, counted per batch");
+            assert_eq!(status.unit, Unit::Rows);
+            seen.push(status);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_reports_rows_read_of_the_estimate_then_streaming() {
+    use syncflow::connector::Phase;
+    if !require("mariadb") {
+        return;
+    }
+    let mut db = Db::new("cdc_progress").await;
+    // Above the size under which tables are counted exactly: the server's
+    // estimate stands until the table is read.
+    const BIG: u64 = 120_000;
+    db.sql("CREATE TABLE big (id INT PRIMARY KEY, qty INT)").await;
+    db.sql(&format!(
+        "INSERT INTO big SELECT seq, seq % 7 FROM seq_1_to_{BIG}"
+    ))
+    .await;
+    let mut config = db.config();
+    config.snapshot_chunk = 5000;
+    let mut source =
+        MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+            .await
+            .unwrap();
+    let progress = source.progress().expect("the binlog source reports progress");
+    assert_eq!(progress.status().phase, Phase::Starting);
+    let (read, seen) = read_snapshot_watching(&mut source, &progress, 7000).await;
+    assert_eq!(read, BIG);
+    let first = seen.first().expect("statuses during the snapshot");
+    assert_eq!(&*first.what, format!("{}.big", db.name), "{first:?}");
+    let estimate = first.total.expect("a total while reading `big`");
+    assert!(
+        estimate.abs_diff(BIG) <= BIG / 2,
+        "the server's estimate {estimate} is near {BIG}"
+    );
+    let end = progress.status();
+    assert_eq!(end.phase, Phase::Streaming);
+    assert_eq!(
+        (end.done, end.total),
+        (BIG, Some(BIG)),
+        "the total becomes the rows read; the snapshot's figures stay once streaming"
+    );
+    // Streaming on: the figures stay those of the snapshot.
+    db.sql("INSERT INTO big VALUES (0, 0)").await;
+    let mut batch = Batch::default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        batch.clear();
+        source.read(&mut batch, 100).await.unwrap();
+        if !batch.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the insert was not streamed");
+    }
+    assert_eq!(progress.status().phase, Phase::Streaming);
+    assert_eq!(progress.status().done, BIG);
+    source.close().await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_tables_are_counted_exactly_in_the_snapshot() {
+    use syncflow::connector::Phase;
+    if !require("mariadb") {
+        return;
+    }
+    let mut db = Db::new("cdc_count").await;
+    db.sql("CREATE TABLE a_small (id INT PRIMARY KEY)").await;
+    db.sql("INSERT INTO a_small VALUES (1), (2), (3)").await;
+    db.sql("CREATE TABLE b_small (id INT PRIMARY KEY)").await;
+    db.sql("INSERT INTO b_small SELECT seq FROM seq_1_to_2500").await;
+    // Rows inserted but not committed count in InnoDB's estimate, not in
+    // the snapshot: the estimate is off by 1000.
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(URL).unwrap())
+        .prefer_socket(false);
+    let mut other = mysql_async::Conn::new(opts).await.unwrap();
+    other
+        .query_drop(format!("USE `{}`", db.name))
+        .await
+        .unwrap();
+    other.query_drop("BEGIN").await.unwrap();
+    other
+        .query_drop("INSERT INTO a_small SELECT seq FROM seq_10_to_1009")
+        .await
+        .unwrap();
+    let estimates: Vec<(String, u64)> = db
+        .conn
+        .query(format!(
+            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' ORDER BY 1",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let (a_estimate, b_estimate) = (estimates[0].1, estimates[1].1);
+    assert!(
+        a_estimate > 500,
+        "the estimate counts the uncommitted rows: {estimates:?}"
+    );
+    let mut source =
+        MysqlCdcSource::<ChangeEvent>::connect(&db.config(), syncflow::connector::serde_decode)
+            .await
+            .unwrap();
+    let progress = source.progress().unwrap();
+    let (read, seen) = read_snapshot_watching(&mut source, &progress, 2).await;
+    assert_eq!(read, 2503);
+    let first = &seen[0];
+    assert_eq!(
+        &*first.what,
+        format!("{}.a_small (table 1 of 2)", db.name)
+    );
+    assert_eq!(first.done, 2);
+    assert_eq!(
+        first.total,
+        Some(3 + b_estimate),
+        "the rows of `a_small` counted (3, not its estimate {a_estimate}), and the estimate of `b_small`"
+    );
+    let on_b = seen
+        .iter()
+        .find(|s| s.what.ends_with(".b_small (table 2 of 2)"))
+        .expect("statuses while reading `b_small`");
+    assert_eq!(on_b.total, Some(2503), "both tables counted: {on_b:?}");
+    let end = progress.status();
+    assert_eq!((end.phase, end.done, end.total), (Phase::Streaming, 2503, Some(2503)));
+    other.query_drop("ROLLBACK").await.unwrap();
+    let _ = other.disconnect().await;
+    source.close().await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_taking_no_snapshot_reports_streaming() {
+    use syncflow::connector::Phase;
+    if !require("mariadb") {
+        return;
+    }
+    let db = Db::new("cdc_progress_never").await;
+    let mut config = db.config();
+    config.snapshot = SnapshotMode::Never;
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let status = source.progress().unwrap().status();
+    assert_eq!((status.phase, status.done, status.total), (Phase::Streaming, 0, None));
+    source.close().await;
+    db.drop().await;
+}
