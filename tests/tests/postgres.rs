@@ -807,3 +807,129 @@ async fn cdc_undecodable_events_are_dead_lettered_and_the_flow_goes_on() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_snapshot_reports_rows_read_of_rows_expected_then_streaming() {
+    use syncflow::connector::{Batch, Phase, Read, Source, Unit};
+    if !require("postgres") {
+        return;
+    }
+    let client = pg().await;
+    let t = unique("sf_pg_progress");
+    // `a`: never analyzed (no estimate, `reltuples` -1): counted exactly.
+    // `b`: analyzed and above the size counted exactly: its estimate
+    // stands until it is read.
+    const A: u64 = 3000;
+    const B: u64 = 120_000;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {t}_a (id int PRIMARY KEY, qty int);
+             INSERT INTO {t}_a SELECT i, i % 7 FROM generate_series(1, {A}) i;
+             CREATE TABLE {t}_b (id int PRIMARY KEY, qty int);
+             INSERT INTO {t}_b SELECT i, i % 7 FROM generate_series(1, {B}) i;
+             ANALYZE {t}_b;"
+        ))
+        .await
+        .unwrap();
+    let (a, b) = (format!("{t}_a"), format!("{t}_b"));
+    let cdc = Cdc::new(&[&a, &b]);
+    let mut source = cdc.source().await;
+    let progress = source.progress().expect("the CDC source reports progress");
+    assert_eq!(
+        progress.status().phase,
+        Phase::Starting,
+        "a snapshot is to come"
+    );
+    let mut batch = Batch::default();
+    let mut read = 0u64;
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot did not end"
+        );
+        batch.clear();
+        let result = source.read(&mut batch, 1000).await.unwrap();
+        read += batch.len() as u64;
+        let status = progress.status();
+        if status.phase == Phase::Streaming {
+            assert!(
+                matches!(result, Read::Batch(Some(_))),
+                "streaming once the snapshot's last batch is read: {result:?}"
+            );
+            break;
+        }
+        if status.phase == Phase::Snapshot {
+            assert_eq!(status.done, read, "rows read, counted per batch");
+            assert_eq!(status.unit, Unit::Rows);
+            seen.push(status);
+        }
+    }
+    assert_eq!(read, A + B);
+    let b_estimate: f32 = client
+        .query_one(
+            &format!("SELECT reltuples FROM pg_class WHERE oid = '{b}'::regclass"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let b_estimate = b_estimate as u64;
+    assert!(
+        b_estimate.abs_diff(B) <= B / 2,
+        "ANALYZE estimates {b_estimate}"
+    );
+    let first = &seen[0];
+    assert_eq!(&*first.what, format!("public.{a} (table 1 of 2)"));
+    assert_eq!(
+        first.total,
+        Some(A + b_estimate),
+        "`a` counted exactly though never analyzed, `b` estimated"
+    );
+    let on_b = seen
+        .iter()
+        .find(|s| s.what.starts_with(&format!("public.{b} ")))
+        .expect("statuses while reading `b`");
+    assert_eq!(on_b.total, Some(A + b_estimate), "{on_b:?}");
+    let end = progress.status();
+    assert_eq!(
+        (end.phase, end.done, end.total),
+        (Phase::Streaming, A + B, Some(A + B)),
+        "the total becomes the rows read; the snapshot's figures stay once streaming"
+    );
+    drop(source);
+    cdc.cleanup().await;
+    client
+        .batch_execute(&format!("DROP TABLE {a}, {b}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn cdc_without_a_snapshot_reports_streaming() {
+    use syncflow::connector::{Phase, Source};
+    if !require("postgres") {
+        return;
+    }
+    let client = pg().await;
+    let table = unique("sf_pg_progress_never");
+    client
+        .batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let mut cdc = Cdc::new(&[&table]);
+    cdc.config.snapshot = SnapshotMode::Never;
+    let source = cdc.source().await;
+    let status = source.progress().unwrap().status();
+    assert_eq!(
+        (status.phase, status.done, status.total),
+        (Phase::Streaming, 0, None)
+    );
+    drop(source);
+    cdc.cleanup().await;
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
