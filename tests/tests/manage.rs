@@ -386,6 +386,53 @@ async fn sources_without_a_position_cannot_be_swapped_or_paused() {
     manager.shutdown().await;
 }
 
+/// Passes a message on after a short wait: a run that lasts.
+#[sync_function]
+pub async fn manage_slow(m: Msg) -> Msg {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_flow_shows_how_far_its_source_got() {
+    use syncflow::connector::{Phase, Unit};
+    let s = Setup::new();
+    let input = s.dir.join("in.jsonl");
+    let lines: String = (0..100).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    std::fs::write(&input, &lines).unwrap();
+    let manager = FlowManager::new();
+    let body = format!(
+        "source: {{ file: \"{}\" }}\nsteps: [manage_slow]\nsinks: [{{ file: \"{}\", append: true }}]\nbatch_size: 5\n",
+        input.display(),
+        s.sink.display()
+    );
+    manager.create("slow", &body).await.unwrap();
+    let mut seen = None;
+    wait_until("the source's progress", Duration::from_secs(10), || {
+        seen = manager.get("slow").unwrap().source;
+        seen.as_ref().is_some_and(|s| s.done > 0)
+    })
+    .await;
+    let status = seen.unwrap();
+    assert_eq!(
+        (status.phase, status.unit, status.total),
+        (Phase::Backfill, Unit::Bytes, Some(lines.len() as u64))
+    );
+    assert!(
+        status.done < lines.len() as u64,
+        "read while it runs: {status:?}"
+    );
+    let json = serde_json::to_value(manager.get("slow").unwrap()).unwrap();
+    assert_eq!(json["source"]["phase"], "backfill", "{json}");
+    assert_eq!(json["source"]["unit"], "bytes", "{json}");
+    wait_until("the file's end", Duration::from_secs(10), || {
+        manager.get("slow").unwrap().state == FlowState::Stopped
+    })
+    .await;
+    assert_eq!(manager.get("slow").unwrap().source, None);
+    manager.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applying_a_file_changes_only_the_flows_whose_definition_changed() {
     let s = Setup::new();

@@ -1073,7 +1073,8 @@ async fn the_snapshot_reports_rows_read_of_the_estimate_then_streaming() {
     // Above the size under which tables are counted exactly: the server's
     // estimate stands until the table is read.
     const BIG: u64 = 120_000;
-    db.sql("CREATE TABLE big (id INT PRIMARY KEY, qty INT)").await;
+    db.sql("CREATE TABLE big (id INT PRIMARY KEY, qty INT)")
+        .await;
     db.sql(&format!(
         "INSERT INTO big SELECT seq, seq % 7 FROM seq_1_to_{BIG}"
     ))
@@ -1084,7 +1085,9 @@ async fn the_snapshot_reports_rows_read_of_the_estimate_then_streaming() {
         MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
             .await
             .unwrap();
-    let progress = source.progress().expect("the binlog source reports progress");
+    let progress = source
+        .progress()
+        .expect("the binlog source reports progress");
     assert_eq!(progress.status().phase, Phase::Starting);
     let (read, seen) = read_snapshot_watching(&mut source, &progress, 7000).await;
     assert_eq!(read, BIG);
@@ -1130,7 +1133,8 @@ async fn small_tables_are_counted_exactly_in_the_snapshot() {
     db.sql("CREATE TABLE a_small (id INT PRIMARY KEY)").await;
     db.sql("INSERT INTO a_small VALUES (1), (2), (3)").await;
     db.sql("CREATE TABLE b_small (id INT PRIMARY KEY)").await;
-    db.sql("INSERT INTO b_small SELECT seq FROM seq_1_to_2500").await;
+    db.sql("INSERT INTO b_small SELECT seq FROM seq_1_to_2500")
+        .await;
     // Rows inserted but not committed count in InnoDB's estimate, not in
     // the snapshot: the estimate is off by 1000.
     let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(URL).unwrap())
@@ -1166,10 +1170,7 @@ async fn small_tables_are_counted_exactly_in_the_snapshot() {
     let (read, seen) = read_snapshot_watching(&mut source, &progress, 2).await;
     assert_eq!(read, 2503);
     let first = &seen[0];
-    assert_eq!(
-        &*first.what,
-        format!("{}.a_small (table 1 of 2)", db.name)
-    );
+    assert_eq!(&*first.what, format!("{}.a_small (table 1 of 2)", db.name));
     assert_eq!(first.done, 2);
     assert_eq!(
         first.total,
@@ -1182,7 +1183,10 @@ async fn small_tables_are_counted_exactly_in_the_snapshot() {
         .expect("statuses while reading `b_small`");
     assert_eq!(on_b.total, Some(2503), "both tables counted: {on_b:?}");
     let end = progress.status();
-    assert_eq!((end.phase, end.done, end.total), (Phase::Streaming, 2503, Some(2503)));
+    assert_eq!(
+        (end.phase, end.done, end.total),
+        (Phase::Streaming, 2503, Some(2503))
+    );
     other.query_drop("ROLLBACK").await.unwrap();
     let _ = other.disconnect().await;
     source.close().await;
@@ -1202,7 +1206,10 @@ async fn a_source_taking_no_snapshot_reports_streaming() {
         .await
         .unwrap();
     let status = source.progress().unwrap().status();
-    assert_eq!((status.phase, status.done, status.total), (Phase::Streaming, 0, None));
+    assert_eq!(
+        (status.phase, status.done, status.total),
+        (Phase::Streaming, 0, None)
+    );
     source.close().await;
     db.drop().await;
 }

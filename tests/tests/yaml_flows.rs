@@ -1232,3 +1232,106 @@ fn attribute_policies_are_defaults_that_flow_files_override() {
         "one attempt: no retry policy at run time"
     );
 }
+
+/// Passes a reading on after a short wait: a run that lasts.
+#[sync_function]
+pub async fn yaml_slow_reading(r: Reading) -> Reading {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    r
+}
+
+/// The `progress: ` lines of a run's standard error, with the share each
+/// shows of `input`'s bytes: checks that each line has the numbers of
+/// the file's backfill.
+fn progress_lines(err: &str, flow: &str, input: &std::path::Path) -> Vec<u64> {
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b'),
+        "not a terminal: lines, never redrawn: {err:?}"
+    );
+    let size = std::fs::metadata(input).unwrap().len();
+    let total = format!("/{:.1} kB of {}", size as f64 / 1000.0, input.display());
+    err.lines()
+        .filter_map(|l| l.strip_prefix("progress: "))
+        .map(|l| {
+            let rest = l
+                .strip_prefix(&format!("{flow}: "))
+                .unwrap_or_else(|| panic!("the flow's name first: {l}"));
+            assert!(rest.contains(&total), "`{total}` in {l}");
+            assert!(!rest.contains('['), "no bar off a terminal: {l}");
+            let (percent, _) = rest
+                .split_once("% ")
+                .unwrap_or_else(|| panic!("a share done: {l}"));
+            percent.parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn cli_run_shows_a_file_backfill_as_progress_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("readings.jsonl");
+    let lines: String = (0..200)
+        .map(|i| format!("{{\"sensor\":\"s{i:03}\",\"celsius\":{i}}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let file = dir.path().join("slow.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "flows:\n  slow:\n    source: {{ file: \"{}\" }}\n    steps: [yaml_slow_reading]\n    sinks: [{{ file: \"{}\", fsync: false }}]\n    batch_size: 10\n",
+            input.display(),
+            dir.path().join("out.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    // 200 readings of 2 ms each, in batches of 10: a run of 400 ms or more.
+    let (code, out, err) = cli(&["run", file, "--progress-every", "50ms"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let shares = progress_lines(&err, "slow", &input);
+    assert!(shares.len() >= 2, "a line every 50 ms: {err}");
+    assert!(
+        shares.windows(2).all(|w| w[0] <= w[1]),
+        "the share only grows: {shares:?}"
+    );
+    assert!(shares[0] < 100, "lines while the file is read: {err}");
+    assert!(
+        err.contains("flow `slow`"),
+        "the summary follows the progress lines: {err}"
+    );
+
+    // The same for a flow compiled into the binary, reading `--input`.
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    let code = syncflow::cli::Cli::new()
+        .flow("slow", || flow!(yaml_slow_reading))
+        .execute(
+            [
+                "syncflow",
+                "run",
+                "slow",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                dir.path().join("out2.jsonl").to_str().unwrap(),
+                "--batch-size",
+                "10",
+                "--progress-every",
+                "50ms",
+            ],
+            &mut o,
+            &mut e,
+        );
+    let err = String::from_utf8(e).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(progress_lines(&err, "slow", &input).len() >= 2, "{err}");
+
+    // `off`: no progress at all.
+    let (code, out, err) = cli(&["run", file, "--progress-every", "off"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("progress:"), "{err}");
+    // A duration without a unit is refused, saying what to write.
+    let (code, _, err) = cli(&["run", file, "--progress-every", "5"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("250ms") && err.contains("off"), "{err}");
+}

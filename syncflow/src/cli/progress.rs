@@ -61,6 +61,11 @@ pub(super) fn parse_every(s: &str) -> Result<Every, String> {
     }
 }
 
+/// The source's work is measured this often (or at each line, if lines
+/// come more often) and its rate smoothed, so that a line every 10 s has a
+/// steady ETA from the first line on.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// Awaits `run` while showing the progress of `flows` on `err`; returns
 /// what `run` returns. On a terminal the line is cleared at the end, so
 /// that the summary follows on a clean line.
@@ -74,10 +79,16 @@ pub(super) async fn show_while<T>(
         return run.await;
     };
     tokio::pin!(run);
-    let mut view = View::new(flows);
-    let mut tick = tokio::time::interval(every);
+    let sample = every.min(SAMPLE_EVERY);
+    // Samples per line (a line every `every`, give or take a sample).
+    let per_line = (every.as_secs_f64() / sample.as_secs_f64())
+        .round()
+        .max(1.0) as u64;
+    let mut view = View::new(flows, Instant::now());
+    let mut tick = tokio::time::interval(sample);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut samples = 0u64;
     let mut drawn = false;
     loop {
         tokio::select! {
@@ -90,7 +101,12 @@ pub(super) async fn show_while<T>(
                 return out;
             }
             _ = tick.tick() => {
-                let line = view.line(Instant::now(), !options.tty);
+                view.sample(Instant::now());
+                samples += 1;
+                if !samples.is_multiple_of(per_line) {
+                    continue;
+                }
+                let line = view.line(Instant::now(), options.tty);
                 if options.tty {
                     let width = terminal_width().unwrap_or(100);
                     let _ = write!(err, "\r\x1b[2K{}", clip(&line, width.saturating_sub(1)));
@@ -104,7 +120,8 @@ pub(super) async fn show_while<T>(
     }
 }
 
-/// What the progress line remembers of each flow between two draws.
+/// What the progress line knows of each flow: the last readings and the
+/// smoothed rates.
 struct View {
     flows: Vec<Tracked>,
 }
@@ -112,79 +129,105 @@ struct View {
 struct Tracked {
     name: String,
     progress: Progress,
-    /// Records read at the last draw.
-    input: u64,
-    /// The source's phase and label at the last draw, its work done then,
-    /// and the smoothed rate of work (per second).
-    phase: Option<(Phase, std::sync::Arc<str>, Unit)>,
-    done: u64,
-    rate: Option<f64>,
-    at: Option<Instant>,
+    /// When the last sample was taken, and the counters then.
+    at: Instant,
+    counts: Counts,
+    /// When the last line was made, and the records read then: the rate
+    /// of input shown is over the time between two lines.
+    line_at: Instant,
+    line_input: u64,
+    /// The source's report at the last sample, and the smoothed rate of
+    /// its work (rows or bytes per second) in its phase.
+    source: Option<SourceStatus>,
+    work_rate: Rate,
+}
+
+/// A rate smoothed over the last samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Rate(Option<f64>);
+
+impl Rate {
+    /// Adds the rate of the last interval. Exponential smoothing: steady
+    /// ETAs, without hiding a change of pace for long.
+    fn add(&mut self, now: f64) {
+        self.0 = Some(match self.0 {
+            Some(before) => 0.7 * before + 0.3 * now,
+            None => now,
+        });
+    }
 }
 
 impl View {
-    fn new(flows: Vec<(String, Progress)>) -> Self {
+    fn new(flows: Vec<(String, Progress)>, now: Instant) -> Self {
         View {
             flows: flows
                 .into_iter()
                 .map(|(name, progress)| Tracked {
                     name,
                     progress,
-                    input: 0,
-                    phase: None,
-                    done: 0,
-                    rate: None,
-                    at: None,
+                    at: now,
+                    counts: Counts::default(),
+                    line_at: now,
+                    line_input: 0,
+                    source: None,
+                    work_rate: Rate::default(),
                 })
                 .collect(),
         }
     }
 
-    /// The line for every flow, ` | `-separated.
-    fn line(&mut self, now: Instant, plain: bool) -> String {
-        let parts: Vec<String> = self.flows.iter_mut().map(|f| f.part(now, plain)).collect();
+    fn sample(&mut self, now: Instant) {
+        for flow in &mut self.flows {
+            let (counts, source) = (flow.progress.counts(), flow.progress.source());
+            flow.sample(now, counts, source);
+        }
+    }
+
+    /// The line for every flow, ` | `-separated, from the last samples.
+    fn line(&mut self, now: Instant, with_bar: bool) -> String {
+        let parts: Vec<String> = self
+            .flows
+            .iter_mut()
+            .map(|f| {
+                let secs = now.saturating_duration_since(f.line_at).as_secs_f64();
+                let input_rate = if secs > 0.0 {
+                    f.counts.input.saturating_sub(f.line_input) as f64 / secs
+                } else {
+                    0.0
+                };
+                (f.line_at, f.line_input) = (now, f.counts.input);
+                let text = flow_part(
+                    &f.counts,
+                    input_rate,
+                    f.source.as_ref(),
+                    f.work_rate.0,
+                    with_bar,
+                );
+                format!("{}: {text}", f.name)
+            })
+            .collect();
         parts.join(" | ")
     }
 }
 
 impl Tracked {
-    fn part(&mut self, now: Instant, plain: bool) -> String {
-        let counts = self.progress.counts();
-        let source = self.progress.source();
-        let secs = self
-            .at
-            .map(|at| now.saturating_duration_since(at).as_secs_f64())
-            .filter(|s| *s > 0.0);
-        let input_rate = secs
-            .map(|s| counts.input.saturating_sub(self.input) as f64 / s)
-            .unwrap_or(0.0);
-        self.input = counts.input;
-        let work_rate = source.as_ref().and_then(|s| self.work_rate(s, secs));
-        self.at = Some(now);
-        let text = flow_part(&counts, input_rate, source.as_ref(), work_rate, !plain);
-        format!("{}: {text}", self.name)
-    }
-
-    /// The smoothed rate of the source's work (rows or bytes per second);
-    /// starts over when the phase or what it is about changes.
-    fn work_rate(&mut self, status: &SourceStatus, secs: Option<f64>) -> Option<f64> {
-        let key = (status.phase, status.what.clone(), status.unit);
-        if self.phase.as_ref() != Some(&key) || status.done < self.done {
-            self.phase = Some(key);
-            self.done = status.done;
-            self.rate = None;
-            return None;
+    fn sample(&mut self, now: Instant, counts: Counts, source: Option<SourceStatus>) {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        if secs <= 0.0 {
+            return;
         }
-        let now = (status.done - self.done) as f64 / secs?;
-        self.done = status.done;
-        // Exponential smoothing: steady ETAs without hiding a change of pace
-        // for long.
-        let rate = match self.rate {
-            Some(before) => 0.7 * before + 0.3 * now,
-            None => now,
-        };
-        self.rate = Some(rate);
-        Some(rate)
+        self.at = now;
+        self.counts = counts;
+        // The work's rate starts over with a new phase, or when the work
+        // starts over (a snapshot restarted after a lost connection).
+        let before = self.source.take();
+        match (&before, &source) {
+            (Some(b), Some(s)) if (b.phase, b.unit) == (s.phase, s.unit) && s.done >= b.done => {
+                self.work_rate.add((s.done - b.done) as f64 / secs);
+            }
+            _ => self.work_rate = Rate::default(),
+        }
+        self.source = source;
     }
 }
 
@@ -464,28 +507,37 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_is_smoothed_and_starts_over_with_a_new_phase() {
-        let progress = Progress::new();
-        let mut t = Tracked {
-            name: "f".into(),
-            progress,
-            input: 0,
-            phase: None,
-            done: 0,
-            rate: None,
-            at: None,
+    fn rates_are_smoothed_and_the_work_rate_starts_over_with_a_new_phase() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut view = View::new(vec![("f".into(), Progress::new())], t0);
+        let f = &mut view.flows[0];
+        let s = |done| Some(status(Phase::Snapshot, done, Some(1000), Unit::Rows));
+        let input = |input| Counts {
+            input,
+            ..Counts::default()
         };
-        let s = |done| status(Phase::Snapshot, done, Some(1000), Unit::Rows);
-        assert_eq!(t.work_rate(&s(0), None), None);
-        assert_eq!(t.work_rate(&s(100), Some(1.0)), Some(100.0));
+        f.sample(at(1000), input(100), s(100));
+        assert_eq!(f.work_rate, Rate(None), "no rate at the first report");
+        f.sample(at(2000), input(300), s(300));
+        assert_eq!(f.work_rate, Rate(Some(200.0)));
+        f.sample(at(2500), input(300), s(400));
+        assert_eq!(f.work_rate, Rate(Some(0.7 * 200.0 + 0.3 * 200.0)));
+        // The snapshot started over: no rate until the next sample.
+        f.sample(at(3000), input(300), s(10));
+        assert_eq!(f.work_rate, Rate(None));
+        f.sample(at(4000), input(300), s(110));
+        assert_eq!(f.work_rate, Rate(Some(100.0)));
+        let streaming = Some(status(Phase::Streaming, 110, Some(1000), Unit::Rows));
+        f.sample(at(5000), input(300), streaming);
+        assert_eq!(f.work_rate, Rate(None));
+        // The rate of input is over the time since the last line.
         assert_eq!(
-            t.work_rate(&s(300), Some(1.0)),
-            Some(0.7 * 100.0 + 0.3 * 200.0)
+            view.line(at(5000), true),
+            "f: streaming, 300 in (60/s), 0 out"
         );
-        // The snapshot started over: no rate until the next draw.
-        assert_eq!(t.work_rate(&s(10), Some(1.0)), None);
-        let streaming = status(Phase::Streaming, 10, Some(1000), Unit::Rows);
-        assert_eq!(t.work_rate(&streaming, Some(1.0)), None);
+        view.flows[0].sample(at(6000), input(400), None);
+        assert_eq!(view.line(at(7000), true), "f: 400 in (50/s), 0 out");
     }
 
     #[test]

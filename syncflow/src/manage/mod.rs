@@ -137,6 +137,11 @@ pub struct FlowStatus {
     /// The counters of every run of this flow in this process, every
     /// version, pauses and the current run included.
     pub total: Counts,
+    /// What the source of the current run reports of its work: a
+    /// snapshot's or a file's progress, or `streaming` (absent when the
+    /// flow is not running or its source reports nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::connector::SourceStatus>,
     /// The definition as written (with `${VAR}` references unexpanded).
     pub text: String,
     /// The summary of the last finished run of this flow.
@@ -417,6 +422,7 @@ impl Entry {
             resumable: self.not_resumable.is_none(),
             run: live.unwrap_or(self.last_counts),
             total: self.total + live.unwrap_or_default(),
+            source: self.run.as_ref().and_then(|r| r.progress.source()),
             text: self.def.text.clone(),
             last_run: self.last.clone(),
         }
