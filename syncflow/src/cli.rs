@@ -209,7 +209,11 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         init_tracing();
-        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        use std::io::IsTerminal;
+        let tty = Terminals {
+            err: std::io::stderr().is_terminal(),
+            out: std::io::stdout().is_terminal(),
+        };
         let code = self.execute_on(args, &mut std::io::stdout(), &mut std::io::stderr(), tty);
         ExitCode::from(code)
     }
@@ -225,12 +229,18 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        self.execute_on(args, out, err, false)
+        self.execute_on(args, out, err, Terminals::default())
     }
 
-    /// [`Cli::execute`], with `tty` saying whether `err` is a terminal (the
-    /// progress line is then redrawn in place).
-    fn execute_on<I, T>(self, args: I, out: &mut dyn Write, err: &mut dyn Write, tty: bool) -> u8
+    /// [`Cli::execute`], with `tty` saying whether `out` and `err` are
+    /// terminals (the progress line is then redrawn in place).
+    fn execute_on<I, T>(
+        self,
+        args: I,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+        tty: Terminals,
+    ) -> u8
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -327,7 +337,7 @@ impl Cli {
         write_table(out, ["FLOW", "INPUT → OUTPUT", "STEPS"], &rows)
     }
 
-    fn run(self, args: RunArgs, err: &mut dyn Write, tty: bool) -> Result<(), CliError> {
+    fn run(self, args: RunArgs, err: &mut dyn Write, tty: Terminals) -> Result<(), CliError> {
         if args.watch || args.admin.is_some() || args.admin_token.is_some() {
             return Err(CliError::Setup(
                 "--watch, --admin and --admin-token apply to flow files (`run flows.yaml`), not to flows compiled into this binary".to_string(),
@@ -342,6 +352,7 @@ impl Cli {
             args.output.iter().map(|o| Target::parse(o)).collect()
         };
         let progress = Progress::new();
+        let outputs_stdout = outputs.iter().any(|o| matches!(o, Target::Std));
         let options = RunOptions {
             input: Target::parse(&args.input),
             outputs,
@@ -353,7 +364,7 @@ impl Cli {
         };
         let runtime = async_runtime()?;
         let flow = &self.flows[index];
-        let shown = ProgressOptions::new(tty, args.progress_every);
+        let shown = ProgressOptions::new(tty.err, tty.out && outputs_stdout, args.progress_every);
         let result = runtime.block_on(show_while(
             (flow.run)(options),
             vec![(flow.name.clone(), progress)],
@@ -389,6 +400,13 @@ impl Cli {
             names.join(", ")
         ))
     }
+}
+
+/// Which of standard output and standard error are terminals.
+#[derive(Debug, Clone, Copy, Default)]
+struct Terminals {
+    out: bool,
+    err: bool,
 }
 
 /// `-` or a path.
@@ -815,7 +833,7 @@ fn run_file(
     args: RunArgs,
     resources: &crate::context::Resources,
     err: &mut dyn Write,
-    tty: bool,
+    tty: Terminals,
 ) -> Result<(), CliError> {
     if args.input != "-"
         || !args.output.is_empty()
@@ -836,7 +854,12 @@ fn run_file(
     missing_resources(&plan)?;
     let runtime = async_runtime()?;
     let progress = plan.track_progress();
-    let shown = ProgressOptions::new(tty, args.progress_every);
+    let to_stdout = plan.flows.iter().any(|f| {
+        f.sinks
+            .iter()
+            .any(|s| matches!(s, crate::config::SinkPlan::Stdout))
+    });
+    let shown = ProgressOptions::new(tty.err, tty.out && to_stdout, args.progress_every);
     let results = runtime.block_on(show_while(
         plan.run(crate::runtime::Shutdown::new(), true),
         progress,

@@ -27,14 +27,22 @@ pub(super) struct ProgressOptions {
 }
 
 impl ProgressOptions {
-    /// `--progress-every` if given, else 1 s on a terminal and 10 s otherwise.
-    pub(super) fn new(tty: bool, every: Option<Every>) -> Self {
+    /// `--progress-every` if given, else 1 s on a terminal and 10 s
+    /// otherwise. `tty`: standard error is a terminal. `shared`: the run
+    /// also writes its outputs to that terminal (standard output), where a
+    /// redrawn line would garble them: then no progress unless asked for,
+    /// and lines, not redraws, when asked for.
+    pub(super) fn new(tty: bool, shared: bool, every: Option<Every>) -> Self {
         let every = match every {
             Some(Every::Off) => None,
             Some(Every::Each(d)) => Some(d),
+            None if shared => None,
             None => Some(Duration::from_secs(if tty { 1 } else { 10 })),
         };
-        ProgressOptions { tty, every }
+        ProgressOptions {
+            tty: tty && !shared,
+            every,
+        }
     }
 }
 
@@ -550,11 +558,19 @@ mod tests {
         assert_eq!(parse_every("0"), Ok(Every::Off));
         assert!(parse_every("1ms").unwrap_err().contains("at least 10ms"));
         assert!(parse_every("5").unwrap_err().contains("off"));
-        let o = ProgressOptions::new(false, None);
-        assert_eq!(o.every, Some(Duration::from_secs(10)));
-        let o = ProgressOptions::new(true, None);
-        assert_eq!(o.every, Some(Duration::from_secs(1)));
-        assert_eq!(ProgressOptions::new(true, Some(Every::Off)).every, None);
+        let o = ProgressOptions::new(false, false, None);
+        assert_eq!((o.tty, o.every), (false, Some(Duration::from_secs(10))));
+        let o = ProgressOptions::new(true, false, None);
+        assert_eq!((o.tty, o.every), (true, Some(Duration::from_secs(1))));
+        let off = ProgressOptions::new(true, false, Some(Every::Off));
+        assert_eq!(off.every, None);
+        // Outputs on the same terminal: nothing, unless asked, then lines.
+        assert_eq!(ProgressOptions::new(true, true, None).every, None);
+        let asked = ProgressOptions::new(true, true, Some(Every::Each(Duration::from_secs(5))));
+        assert_eq!(
+            (asked.tty, asked.every),
+            (false, Some(Duration::from_secs(5)))
+        );
     }
 
     #[test]

@@ -139,7 +139,8 @@ pub struct FlowStatus {
     pub total: Counts,
     /// What the source of the current run reports of its work: a
     /// snapshot's or a file's progress, or `streaming` (absent when the
-    /// flow is not running or its source reports nothing).
+    /// flow is not running or its source reports nothing). Values taken
+    /// from the environment are shown as their `${VAR}` reference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::connector::SourceStatus>,
     /// The definition as written (with `${VAR}` references unexpanded).
@@ -422,7 +423,15 @@ impl Entry {
             resumable: self.not_resumable.is_none(),
             run: live.unwrap_or(self.last_counts),
             total: self.total + live.unwrap_or_default(),
-            source: self.run.as_ref().and_then(|r| r.progress.source()),
+            source: self
+                .run
+                .as_ref()
+                .and_then(|r| r.progress.source())
+                .map(|mut s| {
+                    // A path or table may come from the environment.
+                    s.what = Arc::from(redact(&s.what, &self.def.text));
+                    s
+                }),
             text: self.def.text.clone(),
             last_run: self.last.clone(),
         }
