@@ -236,6 +236,10 @@ impl<S: Source> Source for DrainAfter<S> {
         self.inner.acker()
     }
 
+    fn progress(&self) -> Option<crate::connector::SourceProgress> {
+        self.inner.progress()
+    }
+
     async fn read(
         &mut self,
         batch: &mut Batch<Self::Item>,

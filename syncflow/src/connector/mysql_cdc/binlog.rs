@@ -241,6 +241,7 @@ impl BinlogReader {
     /// `start.skip_rows` rows of the transaction there are not emitted again.
     pub(crate) fn new(settings: Arc<Settings>, start: &BinlogPosition) -> Self {
         BinlogReader {
+            backoff: Backoff::new("mysql-cdc", settings.target.clone()),
             settings,
             stream: None,
             query: None,
@@ -256,7 +257,6 @@ impl BinlogReader {
             tables: HashMap::new(),
             rows: None,
             failure: None,
-            backoff: Backoff::default(),
             last_event: Instant::now(),
             last_token: Some(start.clone()),
             warned_statement: false,
@@ -332,7 +332,7 @@ impl BinlogReader {
         self.query = None;
         self.rows = None;
         self.backoff
-            .failed(&self.settings.target, "the binlog stream", what, error);
+            .failed(&format!("{what} (the binlog stream)"), error);
     }
 
     /// Reads up to `max` records; see [`super::MysqlCdcSource`].
@@ -427,7 +427,7 @@ impl BinlogReader {
                 },
                 Ok(Some(Ok(event))) => {
                     self.last_event = Instant::now();
-                    self.backoff.recovered(&self.settings.target);
+                    self.backoff.recovered();
                     match self.handle(event, batch, max, decode).await {
                         Ok(()) => {}
                         Err(Handled::Lost(what, e)) => self.lost(what, &e),

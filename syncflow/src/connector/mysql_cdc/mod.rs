@@ -37,7 +37,7 @@ mod value;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
@@ -225,59 +225,9 @@ impl Settings {
     }
 }
 
-/// Reconnection delays: exponential from 100 ms, capped at 5 s, with
-/// jitter; one warning per outage.
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    attempts: u32,
-    next: Option<Instant>,
-    since: Option<Instant>,
-}
-
-impl Backoff {
-    pub(crate) fn failed(
-        &mut self,
-        target: &str,
-        what: &str,
-        action: &str,
-        error: &dyn fmt::Display,
-    ) {
-        if self.since.is_none() {
-            self.since = Some(Instant::now());
-            tracing::warn!(
-                server = %target,
-                %error,
-                "mysql-cdc: lost {what} ({action}); reconnecting with backoff"
-            );
-        } else {
-            tracing::debug!(server = %target, %error, attempt = self.attempts, "mysql-cdc: reconnect failed");
-        }
-        let base = Duration::from_millis(100) * 2u32.saturating_pow(self.attempts.min(6));
-        let capped = base.min(Duration::from_secs(5));
-        let jitter = 0.5 + fastrand::f64() * 0.5;
-        self.next = Some(Instant::now() + capped.mul_f64(jitter));
-        self.attempts += 1;
-    }
-
-    /// How long to wait before the next attempt.
-    pub(crate) fn wait(&self) -> Option<Duration> {
-        self.next
-            .map(|n| n.saturating_duration_since(Instant::now()))
-            .filter(|d| !d.is_zero())
-    }
-
-    pub(crate) fn recovered(&mut self, target: &str) {
-        if let Some(since) = self.since.take() {
-            tracing::info!(
-                server = %target,
-                after_ms = since.elapsed().as_millis() as u64,
-                "mysql-cdc: connection restored"
-            );
-        }
-        self.attempts = 0;
-        self.next = None;
-    }
-}
+/// Reconnection delays (exponential from 100 ms, capped at 5 s, with
+/// jitter) and one warning per outage: the connectors' shared tracker.
+pub(crate) type Backoff = super::netutil::Outage;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -583,6 +533,7 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
         }
         Ok(MysqlCdcSource {
             name: Arc::from(format!("mysql-cdc://{target}")),
+            backoff: Backoff::new("mysql-cdc", settings.target.clone()),
             settings,
             decode,
             checkpoint,
@@ -590,7 +541,6 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
             snapshot_mode: config.snapshot,
             chunk: config.snapshot_chunk,
             state,
-            backoff: Backoff::default(),
             progress,
         })
     }
@@ -652,19 +602,15 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
             let begun = joined.map_err(|e| mysql_async::Error::Other(Box::new(e)));
             match begun.and_then(|r| r) {
                 Ok(snapshot) => {
-                    self.backoff.recovered(&self.settings.target);
+                    self.backoff.recovered();
                     self.state = State::Snapshot(Box::new(snapshot));
                 }
                 Err(e)
                     if classify(&e) == Failure::Lost
                         || matches!(e, mysql_async::Error::Other(_)) =>
                 {
-                    self.backoff.failed(
-                        &self.settings.target,
-                        "the snapshot connection",
-                        "start the snapshot",
-                        &e,
-                    );
+                    self.backoff
+                        .failed("start the snapshot (the snapshot connection)", &e);
                     return Ok(Read::Idle);
                 }
                 Err(e) => return Err(self.settings.fatal("start the snapshot", &e, "(snapshot)")),
@@ -696,9 +642,7 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
                 // Restart the snapshot from the beginning (at-least-once:
                 // rows read so far come again).
                 self.backoff.failed(
-                    &self.settings.target,
-                    "the snapshot connection",
-                    "read the snapshot; restarting it from the beginning",
+                    "read the snapshot; restarting it from the beginning (the snapshot connection)",
                     &e,
                 );
                 self.state = State::Start(None);
