@@ -28,6 +28,9 @@
 //! per second achieved, and checks that PostgreSQL ends with every row's
 //! last value. Target: p99 < 100 ms.
 //!
+//! `W4_UNLOGGED=1` makes the PostgreSQL table unlogged (no WAL, no fsync
+//! per commit), to see how much of the lag the sink's commits are.
+//!
 //! Needs MariaDB (`W4_URL`, default `mysql://root@127.0.0.1:3306`, binlog
 //! in ROW format: `.ci/services`) and PostgreSQL (`W4_PG`, default
 //! `postgres://postgres@127.0.0.1:5432/test`); skips with a message when one
@@ -84,6 +87,9 @@ struct Written {
     secs: f64,
     /// The last `written_at` of every row, by id (index 0 unused).
     last: Vec<i64>,
+    /// How long each transaction's round trip took (µs): the part of the
+    /// lag spent before the change is even in the binlog.
+    commits: Vec<i64>,
 }
 
 /// One writer of `writers`: writes row events at `rate / writers` per
@@ -147,7 +153,9 @@ async fn write(
                 w.events += updates_per_tx;
             }
             sql.push_str(" COMMIT");
+            let sent = Instant::now();
             conn.query_drop(&sql).await.unwrap();
+            w.commits.push(sent.elapsed().as_micros() as i64);
         }
     }
     w.secs = started.elapsed().as_secs_f64();
@@ -235,8 +243,15 @@ async fn main() {
     ))
     .await
     .unwrap();
+    // W4_UNLOGGED=1: no WAL, so no fsync at the sink's commits (to see
+    // what the commits cost in lag).
+    let unlogged = if env("W4_UNLOGGED", 0u8) == 1 {
+        "UNLOGGED"
+    } else {
+        ""
+    };
     pg.batch_execute(&format!(
-        "CREATE TABLE {sink_table} (id bigint PRIMARY KEY, payload text NOT NULL, \
+        "CREATE {unlogged} TABLE {sink_table} (id bigint PRIMARY KEY, payload text NOT NULL, \
              written_at bigint NOT NULL, applied_at bigint);
          CREATE FUNCTION {sink_table}_applied() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
@@ -315,6 +330,7 @@ async fn main() {
         written.inserted += w.inserted;
         written.updated += w.updated;
         written.secs = written.secs.max(w.secs);
+        written.commits.extend(w.commits);
         if written.last.len() < w.last.len() {
             written.last.resize(w.last.len(), 0);
         }
@@ -375,6 +391,13 @@ async fn main() {
         p50 as f64 / 1000.0,
         p99 as f64 / 1000.0,
         max as f64 / 1000.0
+    );
+    let (c50, c99, cmax) = percentiles(std::mem::take(&mut written.commits));
+    println!(
+        "  of which the writers' own transactions (BEGIN ... COMMIT round trip, included in the lag): p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+        c50 as f64 / 1000.0,
+        c99 as f64 / 1000.0,
+        cmax as f64 / 1000.0
     );
 
     let _ = my.query_drop(format!("DROP DATABASE {db}")).await;
