@@ -160,7 +160,7 @@ async fn raw_consume(queue: &str) -> f64 {
         let order: Order = serde_json::from_slice(&delivery.data).unwrap();
         sum += order.id;
         seen += 1;
-        if seen % BATCH as u64 == 0 || seen == N {
+        if seen.is_multiple_of(BATCH as u64) || seen == N {
             channel
                 .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
                 .await

@@ -136,7 +136,7 @@ async fn raw_consume(brokers: &str, topic: &str, group: &str) -> f64 {
         sum += order.id;
         consumer.store_offset_from_message(&message).unwrap();
         seen += 1;
-        if seen % BATCH as u64 == 0 {
+        if seen.is_multiple_of(BATCH as u64) {
             consumer.commit_consumer_state(CommitMode::Async).unwrap();
         }
     }
