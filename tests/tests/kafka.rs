@@ -10,8 +10,6 @@ mod sql_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -896,83 +894,4 @@ async fn a_shutdown_during_an_outage_is_prompt_and_the_group_resumes() {
     stop(shutdown, run).await;
     assert_eq!(ids(&out.take()), (1..=10).collect::<Vec<_>>());
     assert!(ids(&rest.take()).iter().all(|id| (1..=10).contains(id)));
-}
-
-/// An order's id.
-#[sync_function]
-fn order_id(o: Order) -> u64 {
-    o.id
-}
-
-/// A sink that counts what it gets, and when its first and last writes came.
-#[derive(Clone, Default)]
-struct Count(
-    Arc<AtomicU64>,
-    Arc<std::sync::Mutex<Option<(Instant, Instant)>>>,
-);
-
-impl Sink<u64> for Count {
-    fn name(&self) -> String {
-        "count".into()
-    }
-    async fn write(&mut self, items: &[u64]) -> Result<(), ConnectorError> {
-        self.0.fetch_add(items.len() as u64, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut times = self.1.lock().unwrap();
-        let first = times.map_or(now, |(first, _)| first);
-        *times = Some((first, now));
-        Ok(())
-    }
-    async fn flush(&mut self) -> Result<(), ConnectorError> {
-        Ok(())
-    }
-}
-
-/// Rates on this machine against the mock cluster (in the same process, so
-/// the cluster's own work shares the cores), run by hand:
-/// `cargo test -p syncflow-tests --release --test kafka -- --ignored --nocapture throughput`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, run by hand"]
-async fn throughput() {
-    const N: u64 = 200_000;
-    let (topic, group) = (unique("orders"), unique("g"));
-    let (_mock, brokers) = cluster(1, &[(&topic, 4)]);
-
-    let mut sink = KafkaSink::connect(&KafkaSinkConfig::new(&brokers, &topic).key("customer"))
-        .await
-        .unwrap();
-    let orders: Vec<Order> = (1..=N).map(order).collect();
-    let started = Instant::now();
-    for chunk in orders.chunks(4096) {
-        sink.write(chunk).await.unwrap();
-        Sink::<Order>::flush(&mut sink).await.unwrap();
-    }
-    let produce = started.elapsed();
-    drop(sink);
-
-    let count = Count::default();
-    let source = KafkaSource::<Order>::connect(&source_config(&brokers, &topic, &group))
-        .await
-        .unwrap();
-    let runtime = Runtime::new(flow!(order_id))
-        .source(source)
-        .sink(count.clone())
-        .handle_signals(false);
-    let shutdown = runtime.shutdown_handle();
-    let run = tokio::spawn(runtime.run());
-    wait_until(60, "every message", || async {
-        count.0.load(Ordering::Relaxed) >= N
-    })
-    .await;
-    // Timed from the first write to the last (joining the group takes ~3 s
-    // here); the first batch is not counted.
-    let (first, last) = count.1.lock().unwrap().unwrap();
-    let consume = last - first;
-    stop(shutdown, run).await;
-    assert_all_committed(&brokers, &group, &topic);
-    eprintln!(
-        "kafka (mock cluster): sink {:.0} msg/s (acks=all, idempotent, flushed every 4096), source {:.0} msg/s (through a runtime, offsets committed)",
-        N as f64 / produce.as_secs_f64(),
-        (N - 4096) as f64 / consume.as_secs_f64()
-    );
 }
