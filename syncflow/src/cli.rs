@@ -694,7 +694,8 @@ fn list_channels(store: PathBuf, json: bool, out: &mut dyn Write) -> Result<(), 
         let channels = plan
             .channels
             .ok_or_else(|| CliError::Setup(format!("`{}` uses no channel", store.display())))?;
-        let path = channels.embedded.then_some(channels.path);
+        // The store file when a flow uses it (or when nothing is on a broker).
+        let path = (channels.embedded || channels.brokers.is_empty()).then_some(channels.path);
         (path, channels.brokers)
     } else {
         (Some(store), Vec::new())
