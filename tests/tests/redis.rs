@@ -891,3 +891,56 @@ async fn a_read_returns_what_is_ready_at_once_and_idles_within_the_block_time() 
     );
     delete(&mut con, &[&input]).await;
 }
+
+/// `max_age`: entries older than the age are trimmed at each write (whole
+/// stream nodes, so a few old ones may stay with `~`); newer ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_sink_trims_entries_older_than_max_age() {
+    if !require("redis") {
+        return;
+    }
+    let stream = unique("sf_age");
+    let mut con = redis().await;
+    // 1000 entries from 1970 (their IDs carry the time).
+    let mut pipe = redis::pipe();
+    for i in 1..=1000u64 {
+        pipe.xadd(&stream, format!("{i}-0"), &[("payload", "{}")])
+            .ignore();
+    }
+    pipe.exec_async(&mut con).await.unwrap();
+    assert_eq!(xlen(&mut con, &stream).await, 1000);
+
+    let mut config = RedisStreamSinkConfig::new(stream.as_str());
+    config.max_age = Some(Duration::from_secs(3600));
+    let mut sink = RedisStreamSink::connect(&config).await.unwrap();
+    let fresh: Vec<Order> = (1..=5).map(order).collect();
+    sink.write(&fresh).await.unwrap();
+    Sink::<Order>::flush(&mut sink).await.unwrap();
+
+    let kept: Vec<serde_json::Value> = stream_contents(&mut con, &stream).await;
+    let old = kept
+        .iter()
+        .filter(|v| v.as_object().is_some_and(|o| o.is_empty()))
+        .count();
+    assert!(old <= 100, "{old} entries from 1970 kept");
+    let new: Vec<Order> = kept
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    assert_eq!(new, fresh, "the new entries stay");
+
+    // Without max_age nothing is trimmed.
+    let other = unique("sf_age_none");
+    let mut pipe = redis::pipe();
+    for i in 1..=300u64 {
+        pipe.xadd(&other, format!("{i}-0"), &[("payload", "{}")])
+            .ignore();
+    }
+    pipe.exec_async(&mut con).await.unwrap();
+    let mut sink = RedisStreamSink::connect(&RedisStreamSinkConfig::new(other.as_str()))
+        .await
+        .unwrap();
+    sink.write(&fresh).await.unwrap();
+    assert_eq!(xlen(&mut con, &other).await, 305);
+    delete(&mut con, &[&stream, &other]).await;
+}
