@@ -292,42 +292,30 @@ impl PlannedFlow {
                 }
                 finish(Runtime::new(flow).source(source), options).await
             }
-            SourcePlan::Load { channel, reader }
-                if channels.brokers.iter().any(|b| b.channel() == channel) =>
-            {
-                let broker = channels
-                    .brokers
-                    .iter()
-                    .find(|b| b.channel() == channel)
-                    .expect("checked by the guard");
-                load_from_broker(
-                    broker,
-                    &reader,
-                    flow,
-                    decode,
-                    options,
-                    channels.writers_done,
-                )
-                .await
-            }
             SourcePlan::Load { channel, reader } => {
-                let name = format!("load:{channel}@{reader}");
-                let store = channels.store.as_ref().ok_or_else(|| no_store(&name))?;
-                let mut source = LoadSource::open_decoding(
-                    store,
-                    &channel,
-                    &reader,
-                    LoadOptions::default(),
-                    decode,
-                )
-                .map_err(|e| RunError::Source {
-                    name: name.clone(),
-                    error: e.into(),
-                })?;
-                if let Some(done) = channels.writers_done {
-                    source = source.follow_until(done);
+                let broker = channels.brokers.iter().find(|b| b.channel() == channel);
+                if let Some(broker) = broker {
+                    let done = channels.writers_done;
+                    load_from_broker(broker, &reader, flow, decode, options, done).await
+                } else {
+                    let name = format!("load:{channel}@{reader}");
+                    let store = channels.store.as_ref().ok_or_else(|| no_store(&name))?;
+                    let mut source = LoadSource::open_decoding(
+                        store,
+                        &channel,
+                        &reader,
+                        LoadOptions::default(),
+                        decode,
+                    )
+                    .map_err(|e| RunError::Source {
+                        name: name.clone(),
+                        error: e.into(),
+                    })?;
+                    if let Some(done) = channels.writers_done {
+                        source = source.follow_until(done);
+                    }
+                    finish(Runtime::new(flow).source(source), options).await
                 }
-                finish(Runtime::new(flow).source(source), options).await
             }
             SourcePlan::Stdin => {
                 let source = StdinSource::with_decoder(decode);
