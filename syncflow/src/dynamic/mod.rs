@@ -722,7 +722,7 @@ impl DynFlow {
     fn finish<E: Emit<JsonOut>>(&self, slot: &mut dyn Any, out: &mut E) {
         let encoded = if self.routed {
             match take::<Routed>(slot) {
-                Some(routed) => serde_json::value::to_raw_value(&routed.value)
+                Some(routed) => crate::registry::to_raw_json(&routed.value)
                     .map(|json| JsonOut {
                         json,
                         route: Some(routed.target),

@@ -107,6 +107,41 @@ pub enum CodecError {
     Json(#[from] serde_json::Error),
 }
 
+/// Writes `value` as JSON text into a box of exactly its length.
+///
+/// `serde_json::value::to_raw_value` writes into a 128-byte buffer and then
+/// shrinks it: a `realloc` per message on the per-message path of every
+/// config-driven flow, which leaves a freed fragment behind each time. Here
+/// the text is written into a buffer kept by the thread and copied once
+/// into an allocation of the right size.
+pub fn to_raw_json<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
+    /// Past this, the buffer is given back after use rather than kept.
+    const KEEP: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let exact = |buf: &[u8]| -> Result<Box<RawValue>, serde_json::Error> {
+        let text = std::str::from_utf8(buf).map_err(serde::ser::Error::custom)?;
+        // SAFETY: `text` is what serde_json's serializer just wrote for one
+        // value: a single well-formed JSON value, without surrounding
+        // whitespace (the contract of `from_string_unchecked`).
+        Ok(unsafe { RawValue::from_string_unchecked(text.to_owned()) })
+    };
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let written = serde_json::to_writer(&mut *buf, value).and_then(|()| exact(&buf));
+            if buf.capacity() > KEEP {
+                *buf = Vec::new();
+            }
+            written
+        }
+        // A `Serialize` impl that encodes another value while it is being
+        // encoded: that one gets a buffer of its own.
+        Err(_) => serde_json::value::to_raw_value(value),
+    })
+}
+
 /// Takes the value out of a slot, if it holds a `T`.
 #[inline]
 pub fn take<T: 'static>(slot: &mut dyn Any) -> Option<T> {
@@ -129,7 +164,7 @@ fn from_value<T: DeserializeOwned + Send + 'static>(
 
 fn encode<T: Serialize + 'static>(slot: &dyn Any) -> Result<Box<RawValue>, CodecError> {
     match slot.downcast_ref::<Option<T>>() {
-        Some(Some(value)) => Ok(serde_json::value::to_raw_value(value)?),
+        Some(Some(value)) => Ok(to_raw_json(value)?),
         _ => Err(CodecError::Slot {
             expected: std::any::type_name::<T>(),
         }),

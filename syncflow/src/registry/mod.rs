@@ -13,7 +13,7 @@ mod erased;
 
 pub use codec::{
     BoxedSlot, CloneFn, CodecError, DecodeFn, EncodeFn, FromValueFn, ToValueFn, TypeCodec, probe,
-    take,
+    take, to_raw_json,
 };
 pub use erased::{Adapter, AsyncCall, ErasedError, ErasedStep, Next, slot_error};
 
