@@ -736,11 +736,9 @@ async fn column_types_read_the_same_from_snapshot_and_binlog() {
     db.drop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_flow_resumes_after_the_connection_is_cut() {
-    if !require("mariadb") {
-        return;
-    }
+/// Cuts the connection in the middle of a large transaction: the source
+/// reconnects (by `resume_by`) and delivers every row once, in order.
+async fn resume_after_a_cut(resume_by: syncflow::connector::ResumeBy) {
     let proxy = syncflow_tests::proxy::Proxy::start("127.0.0.1:3306")
         .await
         .unwrap();
@@ -749,6 +747,7 @@ async fn the_flow_resumes_after_the_connection_is_cut() {
     let mut config = db.config();
     config.url = format!("mysql://root@{}", proxy.addr());
     config.snapshot = SnapshotMode::Never;
+    config.resume_by = resume_by;
     let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
         .await
         .unwrap();
@@ -772,6 +771,23 @@ async fn the_flow_resumes_after_the_connection_is_cut() {
     expected.extend(21..=40);
     assert_eq!(after_ids(&seen), expected, "nothing lost, nothing repeated");
     db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_resumes_after_the_connection_is_cut() {
+    if !require("mariadb") {
+        return;
+    }
+    // MariaDB: by GTID.
+    resume_after_a_cut(syncflow::connector::ResumeBy::Auto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_resumes_by_file_and_offset_after_the_connection_is_cut() {
+    if !require("mariadb") {
+        return;
+    }
+    resume_after_a_cut(syncflow::connector::ResumeBy::Position).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1211,5 +1227,310 @@ async fn a_source_taking_no_snapshot_reports_streaming() {
         (Phase::Streaming, 0, None)
     );
     source.close().await;
+    db.drop().await;
+}
+
+/// A binlog file name the server does not have.
+const GONE: &str = "mariadb-bin.999999";
+
+/// Copies the checkpoint of `from` into a new state directory, with its
+/// binlog file renamed to one the server does not have (as after purged
+/// binlogs, `RESET MASTER`, or a failover to another server).
+fn without_its_file(from: &Path) -> (tempfile::TempDir, Value) {
+    let mut saved = checkpoint(from);
+    saved["file"] = json!(GONE);
+    let dir = tempfile::tempdir().unwrap();
+    let name = std::fs::read_dir(from)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    std::fs::write(
+        dir.path().join(name.file_name().unwrap()),
+        serde_json::to_vec(&saved).unwrap(),
+    )
+    .unwrap();
+    (dir, saved)
+}
+
+/// The server's binlog files.
+async fn binlog_files(db: &mut Db) -> Vec<String> {
+    let rows: Vec<mysql_async::Row> = db.conn.query("SHOW BINARY LOGS").await.unwrap();
+    rows.iter()
+        .map(|r| r.get::<String, _>(0).unwrap())
+        .collect()
+}
+
+/// The error a run ended with (it must end by itself, within 15 s).
+async fn run_error<T>(run: Running<T>) -> String {
+    tokio::time::timeout(Duration::from_secs(15), run.task)
+        .await
+        .expect("the run stops by itself, without retrying for ever")
+        .unwrap()
+        .unwrap_err()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_whose_binlog_file_is_gone_resumes_by_gtid() {
+    use syncflow::connector::ResumeBy;
+    if !require("mariadb") {
+        return;
+    }
+    let mut db = Db::new("cdc_gtid").await;
+    db.sql("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    db.sql("INSERT INTO t VALUES (1)").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = db.config();
+    config.state_dir = Some(dir.path().to_path_buf());
+    config.name = Some("gtid".into());
+
+    // Run 1: the snapshot and two changes, checkpointed.
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let run = start(source, 100, false);
+    run.wait("the snapshot", |s| s.len() == 1).await;
+    db.sql("INSERT INTO t VALUES (10)").await;
+    db.sql("INSERT INTO t VALUES (11)").await;
+    run.wait("two changes", |s| after_ids(s).contains(&11))
+        .await;
+    run.stop().await;
+
+    // While stopped: a change, and a transaction of two.
+    db.sql("INSERT INTO t VALUES (20)").await;
+    db.sql("BEGIN").await;
+    db.sql("INSERT INTO t VALUES (21)").await;
+    db.sql("INSERT INTO t VALUES (22)").await;
+    db.sql("COMMIT").await;
+    let (_, saved) = without_its_file(dir.path());
+    let gtid = saved["gtid"]
+        .as_str()
+        .expect("the checkpoint has a GTID")
+        .to_string();
+
+    // By file and offset, the checkpoint cannot resume: a clear error.
+    let (by_position, _) = without_its_file(dir.path());
+    let mut c = config.clone();
+    c.state_dir = Some(by_position.path().to_path_buf());
+    c.resume_by = ResumeBy::Position;
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&c, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    assert_eq!(&*source.resumed_from().unwrap().file, GONE);
+    let run = start(source, 100, false);
+    let err = run_error(run).await;
+    assert!(
+        err.contains(&format!("binlog file `{GONE}`"))
+            && err.contains(&format!("GTID position {gtid}"))
+            && err.contains("`resume_by` to `auto` or `gtid`"),
+        "{err}"
+    );
+
+    // auto, then gtid: exactly the changes after the checkpoint, in order,
+    // at positions in the server's real files.
+    let files = binlog_files(&mut db).await;
+    let (by_auto, _) = without_its_file(dir.path());
+    let (by_gtid, _) = without_its_file(dir.path());
+    let mut expected = vec![20, 21, 22];
+    for (state, resume_by, sentinel) in [
+        (&by_auto, ResumeBy::Auto, 99),
+        (&by_gtid, ResumeBy::Gtid, 98),
+    ] {
+        let mut c = config.clone();
+        c.state_dir = Some(state.path().to_path_buf());
+        c.resume_by = resume_by;
+        let source = MysqlCdcSource::<ChangeEvent>::connect(&c, syncflow::connector::serde_decode)
+            .await
+            .unwrap();
+        let run = start(source, 100, false);
+        db.sql(&format!("INSERT INTO t VALUES ({sentinel})")).await;
+        expected.push(sentinel);
+        let seen = run
+            .wait("the sentinel", |s| after_ids(s).contains(&sentinel))
+            .await;
+        run.stop().await;
+        assert_eq!(after_ids(&seen), expected, "resume_by {resume_by:?}");
+        for e in &seen {
+            let file = e.source.pos.rsplit_once(':').unwrap().0;
+            assert!(
+                files.iter().any(|f| f == file),
+                "{} in {files:?}",
+                e.source.pos
+            );
+        }
+        let after = checkpoint(state.path());
+        assert!(
+            files.iter().any(|f| after["file"] == json!(f)),
+            "the checkpoint names a real file again: {after}"
+        );
+    }
+
+    // The checkpoint the GTID resume wrote is a right file and offset too.
+    let mut c = config.clone();
+    c.state_dir = Some(by_auto.path().to_path_buf());
+    c.resume_by = ResumeBy::Position;
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&c, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let run = start(source, 100, false);
+    db.sql("INSERT INTO t VALUES (97)").await;
+    let seen = run
+        .wait("the sentinel", |s| after_ids(s).contains(&97))
+        .await;
+    run.stop().await;
+    assert_eq!(after_ids(&seen), vec![98, 97]);
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_cut_by_a_checkpoint_resumes_by_gtid_without_repeating_rows() {
+    use syncflow::connector::ResumeBy;
+    if !require("mariadb") {
+        return;
+    }
+    let mut db = Db::new("cdc_gtid_tx").await;
+    db.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
+    db.sql("INSERT INTO t VALUES (1, 1), (2, 2)").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = db.config();
+    config.state_dir = Some(dir.path().to_path_buf());
+    config.name = Some("gtid_tx".into());
+
+    // Run 1: the snapshot (2 rows) and 6 rows of a 10-row transaction.
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let run = start(
+        StopAfter {
+            inner: source,
+            rows: 8,
+        },
+        3,
+        false,
+    );
+    run.wait("the snapshot", |s| s.len() >= 2).await;
+    db.sql("BEGIN").await;
+    for id in 10..20 {
+        db.sql(&format!("INSERT INTO t VALUES ({id}, {id})")).await;
+    }
+    db.sql("COMMIT").await;
+    tokio::time::timeout(Duration::from_secs(15), run.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let first = checkpoint(dir.path());
+    assert_eq!(first["skip_rows"], 6, "{first}");
+    db.sql("UPDATE t SET v = 100 WHERE id = 1").await;
+    db.sql("INSERT INTO t VALUES (30, 30)").await;
+
+    // Run 2, by GTID from a checkpoint whose file is gone: two more rows
+    // of the transaction (none of the six again), then the input ends.
+    let (state, _) = without_its_file(dir.path());
+    let mut c = config.clone();
+    c.state_dir = Some(state.path().to_path_buf());
+    c.resume_by = ResumeBy::Gtid;
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&c, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let run = start(
+        StopAfter {
+            inner: source,
+            rows: 2,
+        },
+        3,
+        false,
+    );
+    tokio::time::timeout(Duration::from_secs(15), run.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(after_ids(&run.seen.lock().unwrap()), vec![16, 17]);
+    // Still inside the transaction: its real start, eight rows delivered.
+    let second = checkpoint(state.path());
+    assert_eq!(
+        (
+            &second["file"],
+            &second["pos"],
+            &second["skip_rows"],
+            &second["gtid"]
+        ),
+        (&first["file"], &first["pos"], &json!(8), &first["gtid"]),
+        "{second}"
+    );
+
+    // Run 3, by file and offset from that checkpoint: the rest, once.
+    c.resume_by = ResumeBy::Position;
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&c, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let run = start(source, 3, false);
+    db.sql("INSERT INTO t VALUES (99, 99)").await;
+    let third = run
+        .wait("the sentinel", |s| after_ids(s).contains(&99))
+        .await;
+    run.stop().await;
+    assert_eq!(after_ids(&third), vec![18, 19, 1, 30, 99]);
+    assert_eq!(third[2].op, CdcOp::Update);
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gtid_the_server_never_logged_stops_the_source_with_what_to_do() {
+    if !require("mariadb") {
+        return;
+    }
+    let mut db = Db::new("cdc_gtid_bad").await;
+    db.sql("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let server: String = db
+        .conn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Far past the server's own GTIDs, in a file it does not have.
+    let (domain, rest) = server.split_once('-').unwrap();
+    let ahead = format!("{domain}-{}-999999999", rest.split('-').next().unwrap());
+    let path = dir.path().join("mysql-cdc.ahead.checkpoint.json");
+    std::fs::write(
+        &path,
+        json!({"version": 1, "server": "x", "file": GONE, "pos": 4, "skip_rows": 0, "gtid": ahead})
+            .to_string(),
+    )
+    .unwrap();
+    let mut config = db.config();
+    config.state_dir = Some(dir.path().to_path_buf());
+    config.name = Some("ahead".into());
+    let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let run = start(source, 100, false);
+    let err = run_error(run).await;
+    assert!(
+        err.contains(&format!("after GTID position {ahead}"))
+            && err.contains("@@gtid_binlog_pos is ")
+            && err.contains(&path.display().to_string())
+            && err.contains("start again with a snapshot"),
+        "{err}"
+    );
+
+    // Forced GTID resume with a checkpoint that has no GTID: refused at connect.
+    std::fs::write(
+        &path,
+        json!({"version": 1, "server": "x", "file": GONE, "pos": 4, "skip_rows": 0}).to_string(),
+    )
+    .unwrap();
+    config.resume_by = syncflow::connector::ResumeBy::Gtid;
+    let err = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds no MariaDB GTID") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
     db.drop().await;
 }

@@ -86,7 +86,7 @@ pub use jsonl::{DecodeFn, JsonLinesSink, JsonLinesSource, serde_decode};
 #[cfg(feature = "mysql-cdc")]
 pub use mysql_cdc::{
     BinlogAcker, BinlogPosition, MysqlCdcSource, MysqlCdcSourceBuilder, MysqlCdcSourceConfig,
-    SchemaChangePolicy, SnapshotMode,
+    ResumeBy, SchemaChangePolicy, SnapshotMode,
 };
 pub use progress::{Phase, SourceProgress, SourceStatus, Unit};
 pub use stdio::{StdinSource, StdoutSink};

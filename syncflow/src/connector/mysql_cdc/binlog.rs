@@ -20,7 +20,7 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use super::ddl::{self, Statement};
 use super::schema::{self, TableSchema};
 use super::value::{self, BINARY_CHARSET, Kind};
-use super::{Backoff, BinlogPosition, Failure, SchemaChangePolicy, Settings, now_ms};
+use super::{Backoff, BinlogPosition, Failure, ResumeBy, SchemaChangePolicy, Settings, now_ms};
 use crate::connector::{Batch, ConnectorError, DecodeError, DecodeFn, Read};
 
 /// How often an idle server sends a heartbeat event.
@@ -149,21 +149,29 @@ impl Gtids {
         self.text = None;
     }
 
+    /// The MariaDB GTID position (`domain-server-sequence` per domain) to
+    /// resume from; `None` when there is none (nothing logged yet) or the
+    /// position is not MariaDB's (MySQL keeps only its last GTID here).
+    pub(crate) fn maria_position(&self) -> Option<String> {
+        if self.other.is_some() || self.domains.is_empty() {
+            return None;
+        }
+        let mut s = String::new();
+        for (i, (d, srv, seq)) in self.domains.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "{d}-{srv}-{seq}");
+        }
+        Some(s)
+    }
+
     pub(crate) fn text(&mut self) -> Option<Arc<str>> {
         if self.text.is_none() {
             self.text = if let Some(other) = &self.other {
                 Some(other.clone())
-            } else if self.domains.is_empty() {
-                None
             } else {
-                let mut s = String::new();
-                for (i, (d, srv, seq)) in self.domains.iter().enumerate() {
-                    if i > 0 {
-                        s.push(',');
-                    }
-                    let _ = write!(s, "{d}-{srv}-{seq}");
-                }
-                Some(Arc::from(s))
+                self.maria_position().map(Arc::from)
             };
         }
         self.text.clone()
@@ -224,9 +232,20 @@ pub(crate) struct BinlogReader {
     payload_start: u64,
     /// A connection being made.
     connecting: Option<Connecting>,
+    /// MariaDB: the GTID position this connection asked the server to
+    /// start after (`None`: it asked for `boundary_file:boundary`).
+    gtid_start: Option<Arc<str>>,
+    /// Resumed by GTID and no GTID event came yet: where in the server's
+    /// files the stream starts is known only at the first transaction.
+    gtid_pending: bool,
+    /// MariaDB: the server's `@@gtid_binlog_pos` when this connection was made.
+    server_gtid: Option<String>,
 }
 
-type Connecting = tokio::task::JoinHandle<Result<(BinlogStream, bool), mysql_async::Error>>;
+/// What a new binlog connection brings: the stream, whether events carry
+/// checksums, and (MariaDB) the server's `@@gtid_binlog_pos`.
+type Connected = (BinlogStream, bool, Option<String>);
+type Connecting = tokio::task::JoinHandle<Result<Connected, mysql_async::Error>>;
 
 impl Drop for BinlogReader {
     fn drop(&mut self) {
@@ -265,6 +284,9 @@ impl BinlogReader {
             payload_end: 0,
             payload_start: 0,
             connecting: None,
+            gtid_start: None,
+            gtid_pending: false,
+            server_gtid: None,
         }
     }
 
@@ -298,18 +320,39 @@ impl BinlogReader {
         self.file = self.boundary_file.clone();
     }
 
+    /// The GTID position to ask the server to start after, when this
+    /// connection resumes by GTID (see [`ResumeBy`]).
+    fn resume_gtid(&self) -> Option<String> {
+        match self.settings.resume_by {
+            _ if !self.settings.mariadb => None,
+            ResumeBy::Position => None,
+            // No position yet (the server logged no GTID): by file and offset.
+            ResumeBy::Auto | ResumeBy::Gtid => self.gtids.maria_position(),
+        }
+    }
+
     /// Starts connecting in a task of its own, so that a read waiting for a
     /// slow or unreachable server still returns in time.
     fn start_connect(&mut self) {
         self.start_connect_state();
         let opts = self.settings.opts.clone();
         let server_id = self.settings.server_id;
+        let mariadb = self.settings.mariadb;
         let file = self.boundary_file.to_string();
         let pos = self.boundary;
+        let gtid = self.resume_gtid();
+        self.gtid_pending = gtid.is_some();
+        self.gtid_start = gtid.as_deref().map(Arc::from);
         self.connecting = Some(tokio::spawn(async move {
             let mut conn = Conn::new(opts).await?;
-            let checksum: Option<String> =
-                conn.query_first("SELECT @@global.binlog_checksum").await?;
+            let (checksum, server_gtid): (Option<String>, Option<String>) = if mariadb {
+                conn.query_first("SELECT @@global.binlog_checksum, @@global.gtid_binlog_pos")
+                    .await?
+                    .unwrap_or_default()
+            } else {
+                let checksum = conn.query_first("SELECT @@global.binlog_checksum").await?;
+                (checksum, None)
+            };
             let checksums = !checksum.is_some_and(|c| c.eq_ignore_ascii_case("NONE"));
             // GTID events (MariaDB), heartbeats when idle.
             conn.query_drop("SET @mariadb_slave_capability = 4").await?;
@@ -318,12 +361,84 @@ impl BinlogReader {
                 HEARTBEAT.as_nanos()
             ))
             .await?;
-            let request = BinlogStreamRequest::new(server_id)
-                .with_filename(file.as_bytes())
-                .with_pos(pos);
+            let request = match &gtid {
+                Some(gtid) => {
+                    // MariaDB starts after this GTID position, in whichever
+                    // file holds it: the request names no file, and the
+                    // stream opens with a rotate event naming it.
+                    conn.exec_drop("SET @slave_connect_state = ?", (gtid.as_str(),))
+                        .await?;
+                    BinlogStreamRequest::new(server_id)
+                        .with_filename(&b""[..])
+                        .with_pos(4)
+                }
+                None => BinlogStreamRequest::new(server_id)
+                    .with_filename(file.as_bytes())
+                    .with_pos(pos),
+            };
             let stream = conn.get_binlog_stream(request).await?;
-            Ok((stream, checksums))
+            Ok((stream, checksums, server_gtid))
         }));
+    }
+
+    /// The error for a failure of the binlog stream that retrying will not
+    /// cure; a start the server refuses (error 1236) says what to do.
+    fn fatal(&self, action: &'static str, error: &mysql_async::Error) -> ConnectorError {
+        let at = format!("{}:{}", self.boundary_file, self.boundary);
+        if !matches!(error, mysql_async::Error::Server(e) if e.code == 1236) {
+            return self.settings.fatal(action, error, &at);
+        }
+        let restart = match &self.settings.checkpoint {
+            Some(path) => format!(
+                "delete the checkpoint `{}` to start again with a snapshot",
+                path.display()
+            ),
+            None => "restart the flow to start again with a snapshot".to_string(),
+        };
+        let keep = "keep binlogs longer (expire_logs_days / binlog_expire_logs_seconds) than the flow may be stopped";
+        let (message, hint) = match &self.gtid_start {
+            Some(gtid) => (
+                format!(
+                    "the server cannot send the binlog after GTID position {gtid} (the server's @@gtid_binlog_pos is {}): {error}",
+                    match self.server_gtid.as_deref() {
+                        Some(pos) if !pos.is_empty() => pos,
+                        _ => "empty",
+                    }
+                ),
+                format!(
+                    "the transactions after that position are not in the server's binlogs (purged, RESET MASTER, or a server of another replication topology); point `url` at a server that has them, or {restart}; {keep}"
+                ),
+            ),
+            None => {
+                let gtid = if self.settings.mariadb {
+                    self.gtids.maria_position()
+                } else {
+                    None
+                };
+                let instead = match gtid {
+                    Some(gtid) => format!(
+                        "resuming by the GTID position {gtid} needs no file: set `resume_by` to `auto` or `gtid`, or "
+                    ),
+                    None => String::new(),
+                };
+                (
+                    format!(
+                        "the server cannot send binlog file `{}` from offset {}: {error}",
+                        self.boundary_file, self.boundary
+                    ),
+                    format!(
+                        "the file is gone from the server (purged, RESET MASTER, or another server) or unreadable; {instead}{restart}; {keep}"
+                    ),
+                )
+            }
+        };
+        ConnectorError::server(
+            "mysql-cdc",
+            self.settings.target.clone(),
+            action,
+            message,
+            hint,
+        )
     }
 
     /// The connection broke: drop it and reconnect after a backoff.
@@ -374,9 +489,10 @@ impl BinlogReader {
                 };
                 self.connecting = None;
                 match joined {
-                    Ok(Ok((stream, checksums))) => {
+                    Ok(Ok((stream, checksums, server_gtid))) => {
                         self.stream = Some(stream);
                         self.checksums = checksums;
+                        self.server_gtid = server_gtid;
                         self.format_seen = false;
                         self.last_event = Instant::now();
                     }
@@ -385,10 +501,7 @@ impl BinlogReader {
                             self.lost("connect", &e);
                             continue;
                         }
-                        Failure::Fatal => {
-                            let at = format!("{}:{}", self.boundary_file, self.boundary);
-                            return Err(self.settings.fatal("start the binlog stream", &e, &at));
-                        }
+                        Failure::Fatal => return Err(self.fatal("start the binlog stream", &e)),
                     },
                     Err(e) => {
                         self.lost("connect", &e);
@@ -416,8 +529,7 @@ impl BinlogReader {
                 Ok(Some(Err(e))) => match super::classify(&e) {
                     Failure::Lost => self.lost("read", &e),
                     Failure::Fatal => {
-                        let at = format!("{}:{}", self.boundary_file, self.boundary);
-                        let error = self.settings.fatal("read the binlog", &e, &at);
+                        let error = self.fatal("read the binlog", &e);
                         if batch.is_empty() {
                             return Err(error);
                         }
@@ -483,7 +595,9 @@ impl BinlogReader {
                     return Ok(());
                 }
                 let name: Arc<str> = Arc::from(name.as_ref());
-                if !self.in_tx {
+                // Resumed by GTID: the boundary stays where it was until
+                // the first transaction shows where the stream starts.
+                if !self.in_tx && !self.gtid_pending {
                     self.boundary_file = name.clone();
                     self.boundary = rotate.position();
                 }
@@ -500,6 +614,13 @@ impl BinlogReader {
                     let seq = u64::from_le_bytes(data[0..8].try_into().unwrap_or_default());
                     let domain = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
                     let standalone = data[12] & 1 != 0;
+                    if self.gtid_pending && end > 0 {
+                        // Resumed by GTID: the server skipped every
+                        // transaction of the position; the next one starts here.
+                        self.gtid_pending = false;
+                        self.boundary_file = self.file.clone();
+                        self.boundary = end.saturating_sub(header.event_size() as u64);
+                    }
                     self.set_gtid(Gtid::Maria(domain, header.server_id(), seq));
                     self.in_tx = !standalone;
                     self.tx_rows = 0;
@@ -1243,16 +1364,93 @@ mod tests {
             mysql.text().as_deref(),
             Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:23")
         );
+        assert_eq!(
+            mysql.maria_position(),
+            None,
+            "MySQL's last GTID is no position"
+        );
+        assert_eq!(g.maria_position().as_deref(), Some("0-1-6,2-3-1"));
+        assert_eq!(Gtids::parse(Some("")).maria_position(), None);
+    }
+
+    #[test]
+    fn connections_resume_by_gtid_on_mariadb_unless_told_otherwise() {
+        let gtid = |by, mariadb| reader_with(0, by, mariadb).resume_gtid();
+        assert_eq!(gtid(ResumeBy::Auto, true).as_deref(), Some("0-1-5"));
+        assert_eq!(gtid(ResumeBy::Gtid, true).as_deref(), Some("0-1-5"));
+        assert_eq!(gtid(ResumeBy::Position, true), None);
+        assert_eq!(gtid(ResumeBy::Auto, false), None);
+        let mut r = reader(0);
+        r.gtids = Gtids::default();
+        // Nothing logged with a GTID yet: by file and offset.
+        assert_eq!(r.resume_gtid(), None);
+    }
+
+    #[test]
+    fn a_start_the_server_refuses_says_what_to_do() {
+        let refused = |message: &str| {
+            mysql_async::Error::Server(mysql_async::ServerError {
+                code: 1236,
+                message: message.into(),
+                state: "HY000".into(),
+            })
+        };
+        // By file and offset: names the file, and the GTID to resume by instead.
+        let mut r = reader_with(0, ResumeBy::Position, true);
+        let err = r
+            .fatal(
+                "read the binlog",
+                &refused("Could not find first log file name in binary log index file"),
+            )
+            .to_string();
+        assert!(
+            err.contains("binlog file `bin.000001` from offset 100")
+                && err.contains("Could not find first log file")
+                && err.contains("GTID position 0-1-5")
+                && err.contains("`resume_by` to `auto` or `gtid`")
+                && err.contains("start again with a snapshot"),
+            "{err}"
+        );
+        // By GTID: names the position asked for and the server's.
+        r = reader_with(0, ResumeBy::Auto, true);
+        r.gtid_start = r.resume_gtid().map(Arc::from);
+        r.server_gtid = Some("0-1-3".into());
+        let err = r
+            .fatal(
+                "read the binlog",
+                &refused("requested to start from GTID 0-1-5, which is not in the master's binlog"),
+            )
+            .to_string();
+        assert!(
+            err.contains("after GTID position 0-1-5")
+                && err.contains("@@gtid_binlog_pos is 0-1-3")
+                && err.contains("not in the master's binlog")
+                && err.contains("start again with a snapshot"),
+            "{err}"
+        );
+        // MySQL: no GTID to suggest.
+        let r = reader_with(0, ResumeBy::Auto, false);
+        let err = r.fatal("read the binlog", &refused("purged")).to_string();
+        assert!(
+            err.contains("bin.000001") && !err.contains("resume_by"),
+            "{err}"
+        );
     }
 
     fn reader(skip_rows: u64) -> BinlogReader {
+        reader_with(skip_rows, ResumeBy::Auto, true)
+    }
+
+    fn reader_with(skip_rows: u64, resume_by: ResumeBy, mariadb: bool) -> BinlogReader {
         let settings = Arc::new(Settings {
             opts: mysql_async::OptsBuilder::default().into(),
             target: "test:3306".into(),
             filter: super::super::filter::TableFilter::default(),
             schema_changes: SchemaChangePolicy::Ignore,
             server_id: 7,
-            mariadb: true,
+            mariadb,
+            resume_by,
+            checkpoint: None,
         });
         BinlogReader::new(
             settings,

@@ -16,10 +16,13 @@
 //! The position is checkpointed (with a state directory) only when the
 //! runtime acknowledges, at transaction boundaries: a checkpoint is a
 //! `file:offset` where a transaction starts, plus the number of that
-//! transaction's rows already delivered when a batch ended inside it. A
-//! restart resumes exactly there: nothing acknowledged is read again,
-//! nothing unacknowledged is lost. A lost connection is retried with
-//! backoff and resumes from the last position read.
+//! transaction's rows already delivered when a batch ended inside it, and
+//! (MariaDB) the GTID position before that transaction. A restart resumes
+//! exactly there: nothing acknowledged is read again, nothing
+//! unacknowledged is lost. On MariaDB it asks for the binlog by GTID, so
+//! a checkpoint survives purged, reset or renamed binlog files
+//! ([`ResumeBy`]). A lost connection is retried with backoff and resumes
+//! from the last position read.
 //!
 //! The server needs `binlog_format=ROW` (`binlog_row_image=FULL` for complete
 //! before images, `binlog_row_metadata=FULL` for column names without
@@ -82,6 +85,24 @@ pub enum SnapshotMode {
     Never,
 }
 
+/// How a [`MysqlCdcSource`] asks the server for the binlog where its
+/// checkpoint (or a lost connection) left it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeBy {
+    /// MariaDB: by GTID when the position has one (every position does
+    /// once the server logged a transaction), else by file and offset.
+    /// MySQL: by file and offset.
+    #[default]
+    Auto,
+    /// By GTID, always (MariaDB only): the binlog file names may differ
+    /// (purged files, `RESET MASTER`, another server of the replication
+    /// topology). `connect` fails on MySQL, or when the checkpoint has no GTID.
+    Gtid,
+    /// By binlog file and offset, always: the file must still be on the server.
+    Position,
+}
+
 /// The settings of a [`MysqlCdcSource`] (`source: { mysql_cdc: {...} }` in
 /// flow files).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -123,6 +144,11 @@ pub struct MysqlCdcSourceConfig {
     /// the same id makes the server drop the first). Default: random.
     #[serde(default)]
     pub server_id: Option<u32>,
+    /// How to ask for the binlog when resuming (from the checkpoint, or
+    /// after a lost connection): `auto` (the default: by GTID on MariaDB,
+    /// by file and offset on MySQL), `gtid` (MariaDB only) or `position`.
+    #[serde(default)]
+    pub resume_by: ResumeBy,
 }
 
 fn default_chunk() -> usize {
@@ -142,6 +168,7 @@ impl MysqlCdcSourceConfig {
             state_dir: None,
             name: None,
             server_id: None,
+            resume_by: ResumeBy::default(),
         }
     }
 }
@@ -182,6 +209,9 @@ pub(crate) struct Settings {
     schema_changes: SchemaChangePolicy,
     server_id: u32,
     mariadb: bool,
+    resume_by: ResumeBy,
+    /// The checkpoint file, for errors that suggest deleting it.
+    checkpoint: Option<PathBuf>,
 }
 
 /// What a failed operation means.
@@ -336,6 +366,12 @@ impl<T: Send + 'static> MysqlCdcSourceBuilder<T> {
     /// The replica server id (default: random).
     pub fn server_id(mut self, id: u32) -> Self {
         self.config.server_id = Some(id);
+        self
+    }
+    /// How to ask for the binlog when resuming (default [`ResumeBy::Auto`]:
+    /// by GTID on MariaDB, by file and offset on MySQL).
+    pub fn resume_by(mut self, resume_by: ResumeBy) -> Self {
+        self.config.resume_by = resume_by;
         self
     }
     /// Decodes each envelope with `decode` instead of `T`'s `Deserialize`.
@@ -501,6 +537,14 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
             }
             None => (None, None),
         };
+        check_resume_by(
+            config.resume_by,
+            mariadb,
+            &version,
+            &target,
+            checkpoint.as_deref(),
+            resumed.as_ref(),
+        )?;
         let server_id = config
             .server_id
             .unwrap_or_else(|| fastrand::u32(0x4000_0000..0x7fff_ffff));
@@ -511,6 +555,8 @@ impl<T: Send + 'static> MysqlCdcSource<T> {
             schema_changes: config.schema_changes,
             server_id,
             mariadb,
+            resume_by: config.resume_by,
+            checkpoint: checkpoint.clone(),
         });
         let state = match &resumed {
             Some(position) => {
@@ -660,6 +706,45 @@ impl<T> Drop for MysqlCdcSource<T> {
             starting.abort();
         }
     }
+}
+
+/// Refuses `resume_by: gtid` where it cannot work: on MySQL, and with a
+/// checkpoint that holds no MariaDB GTID position.
+fn check_resume_by(
+    resume_by: ResumeBy,
+    mariadb: bool,
+    version: &str,
+    target: &str,
+    checkpoint: Option<&Path>,
+    resumed: Option<&BinlogPosition>,
+) -> Result<(), ConnectorError> {
+    if resume_by != ResumeBy::Gtid {
+        return Ok(());
+    }
+    if !mariadb {
+        return Err(config_error(
+            target,
+            format!(
+                "`resume_by` is `gtid`, but the server is MySQL ({version}): syncflow keeps the last GTID read, not MySQL's executed GTID set, so it resumes from MySQL by binlog file and offset"
+            ),
+            "set `resume_by` to `auto` or `position`",
+        ));
+    }
+    if let (Some(path), Some(position)) = (checkpoint, resumed)
+        && binlog::Gtids::parse(position.gtid.as_deref())
+            .maria_position()
+            .is_none()
+    {
+        return Err(config_error(
+            target,
+            format!(
+                "`resume_by` is `gtid`, but the checkpoint `{}` holds no MariaDB GTID position (it is at binlog {position}, written before the server logged any GTID)",
+                path.display()
+            ),
+            "set `resume_by` to `auto` to resume by its file and offset this once (the checkpoints after the next transaction hold its GTID), or delete the checkpoint to start again with a snapshot",
+        ));
+    }
+    Ok(())
 }
 
 /// The server's current binlog position (for `snapshot: never`).
@@ -879,6 +964,68 @@ mod tests {
         assert_eq!(c.schema_changes, SchemaChangePolicy::Ignore);
         assert_eq!(c.snapshot, SnapshotMode::Initial);
         assert_eq!(c.snapshot_chunk, 1024);
+        assert_eq!(c.resume_by, ResumeBy::Auto);
         assert!(serde_saphyr::from_str::<MysqlCdcSourceConfig>("url: x\nbogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn resume_by_reads_from_yaml_and_the_builder() {
+        for (text, expected) in [
+            ("auto", ResumeBy::Auto),
+            ("gtid", ResumeBy::Gtid),
+            ("position", ResumeBy::Position),
+        ] {
+            let c: MysqlCdcSourceConfig =
+                serde_saphyr::from_str(&format!("url: x\nresume_by: {text}\n")).unwrap();
+            assert_eq!(c.resume_by, expected);
+        }
+        assert!(
+            serde_saphyr::from_str::<MysqlCdcSourceConfig>("url: x\nresume_by: file\n").is_err()
+        );
+        let b = MysqlCdcSource::<serde_json::Value>::builder("x").resume_by(ResumeBy::Position);
+        assert_eq!(b.config.resume_by, ResumeBy::Position);
+    }
+
+    #[test]
+    fn resume_by_gtid_is_refused_on_mysql_and_without_a_gtid() {
+        let at = |gtid: Option<&str>| BinlogPosition {
+            file: Arc::from("bin.000003"),
+            pos: 120,
+            skip_rows: 0,
+            gtid: gtid.map(Arc::from),
+        };
+        let path = Path::new("/state/mysql-cdc.x.checkpoint.json");
+        let check = |by, mariadb, position: Option<&BinlogPosition>| {
+            check_resume_by(by, mariadb, "8.4.2", "h:3306", Some(path), position)
+        };
+        let err = check(ResumeBy::Gtid, false, None).unwrap_err().to_string();
+        assert!(
+            err.contains("MySQL (8.4.2)")
+                && err.contains("set `resume_by` to `auto` or `position`"),
+            "{err}"
+        );
+        // MySQL's last GTID is no position to resume from.
+        let mysql_gtid = at(Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"));
+        let err = check(ResumeBy::Gtid, true, Some(&mysql_gtid))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no MariaDB GTID"), "{err}");
+        let err = check(ResumeBy::Gtid, true, Some(&at(None)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/state/mysql-cdc.x.checkpoint.json")
+                && err.contains("bin.000003:120")
+                && err.contains("`auto`"),
+            "{err}"
+        );
+        assert!(check(ResumeBy::Gtid, true, Some(&at(Some("0-1-5,1-2-9")))).is_ok());
+        assert!(
+            check(ResumeBy::Gtid, true, None).is_ok(),
+            "no checkpoint: nothing to resume"
+        );
+        for by in [ResumeBy::Auto, ResumeBy::Position] {
+            assert!(check(by, false, Some(&at(None))).is_ok());
+        }
     }
 }
