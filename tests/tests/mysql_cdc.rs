@@ -389,21 +389,26 @@ fn checkpoint(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_resumes_at_the_checkpoint_even_inside_a_transaction() {
-    if !require("mariadb") {
-        return;
-    }
-    let mut db = Db::new("cdc_resume").await;
+/// Run 1 of the resume tests: the snapshot (2 rows), then a transaction of
+/// 10 rows of which only 6 are read before the input "ends" (batches of
+/// 3); then, while stopped, an update and an insert. Returns the database,
+/// the state directory, the source's settings and the checkpoint, which
+/// is inside the transaction.
+async fn cut_a_transaction(
+    name: &str,
+) -> (
+    Db,
+    tempfile::TempDir,
+    MysqlCdcSourceConfig,
+    serde_json::Value,
+) {
+    let mut db = Db::new(&format!("cdc_{name}")).await;
     db.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
     db.sql("INSERT INTO t VALUES (1, 1), (2, 2)").await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = db.config();
     config.state_dir = Some(dir.path().to_path_buf());
-    config.name = Some("resume".into());
-
-    // Run 1: the snapshot (2 rows), then a transaction of 10 rows of which
-    // only 6 are read before the input "ends" (batches of 3).
+    config.name = Some(name.into());
     let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
         .await
         .unwrap();
@@ -434,10 +439,17 @@ async fn a_restart_resumes_at_the_checkpoint_even_inside_a_transaction() {
         saved["skip_rows"], 6,
         "checkpoint inside the transaction: {saved}"
     );
-
-    // While stopped: more changes.
     db.sql("UPDATE t SET v = 100 WHERE id = 1").await;
     db.sql("INSERT INTO t VALUES (30, 30)").await;
+    (db, dir, config, saved)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_at_the_checkpoint_even_inside_a_transaction() {
+    if !require("mariadb") {
+        return;
+    }
+    let (mut db, dir, config, _) = cut_a_transaction("resume").await;
 
     // Run 2 resumes: the rest of the transaction, then the later changes;
     // no snapshot again, nothing delivered before.
@@ -1389,41 +1401,7 @@ async fn a_transaction_cut_by_a_checkpoint_resumes_by_gtid_without_repeating_row
     if !require("mariadb") {
         return;
     }
-    let mut db = Db::new("cdc_gtid_tx").await;
-    db.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
-    db.sql("INSERT INTO t VALUES (1, 1), (2, 2)").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = db.config();
-    config.state_dir = Some(dir.path().to_path_buf());
-    config.name = Some("gtid_tx".into());
-
-    // Run 1: the snapshot (2 rows) and 6 rows of a 10-row transaction.
-    let source = MysqlCdcSource::<ChangeEvent>::connect(&config, syncflow::connector::serde_decode)
-        .await
-        .unwrap();
-    let run = start(
-        StopAfter {
-            inner: source,
-            rows: 8,
-        },
-        3,
-        false,
-    );
-    run.wait("the snapshot", |s| s.len() >= 2).await;
-    db.sql("BEGIN").await;
-    for id in 10..20 {
-        db.sql(&format!("INSERT INTO t VALUES ({id}, {id})")).await;
-    }
-    db.sql("COMMIT").await;
-    tokio::time::timeout(Duration::from_secs(15), run.task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let first = checkpoint(dir.path());
-    assert_eq!(first["skip_rows"], 6, "{first}");
-    db.sql("UPDATE t SET v = 100 WHERE id = 1").await;
-    db.sql("INSERT INTO t VALUES (30, 30)").await;
+    let (mut db, dir, config, first) = cut_a_transaction("gtid_tx").await;
 
     // Run 2, by GTID from a checkpoint whose file is gone: two more rows
     // of the transaction (none of the six again), then the input ends.
