@@ -330,4 +330,32 @@ mod tests {
             Err(CodecError::Slot { .. })
         ));
     }
+
+    /// Encodes another value with `to_raw_json` while it is being encoded.
+    struct Nested(u32);
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let inner = to_raw_json(&[self.0, self.0 + 1]).map_err(serde::ser::Error::custom)?;
+            inner.serialize(s)
+        }
+    }
+
+    #[test]
+    fn raw_json_is_what_serde_json_writes_also_when_nested_or_large() {
+        let value = serde_json::json!({"id": 7, "name": "a \"quoted\" é", "tags": [1, 2.5, null]});
+        let raw = to_raw_json(&value).unwrap();
+        assert_eq!(raw.get(), serde_json::to_string(&value).unwrap());
+        // The thread's buffer is in use while `Nested` is encoded.
+        let raw = to_raw_json(&vec![Nested(1), Nested(5)]).unwrap();
+        assert_eq!(raw.get(), "[[1,2],[5,6]]");
+        // Larger than the buffer kept between calls, then small again.
+        let big = "x".repeat(200_000);
+        assert_eq!(to_raw_json(&big).unwrap().get().len(), 200_002);
+        assert_eq!(to_raw_json(&3u8).unwrap().get(), "3");
+        // A value serde_json refuses is an error, not a panic.
+        let mut map = std::collections::HashMap::new();
+        map.insert(vec![1u8], 1);
+        assert!(to_raw_json(&map).is_err());
+    }
 }
