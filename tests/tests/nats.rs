@@ -783,3 +783,105 @@ async fn a_read_returns_what_is_ready_at_once_and_idles_within_max_wait() {
     publisher.await.unwrap();
     delete_streams(&js, &[&input]).await;
 }
+
+/// The pull requests the server received since the last call (a core
+/// subscription on the consumer's request subject sees every request).
+async fn requests_seen(spy: &mut async_nats::Subscriber) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Ok(Some(request)) = tokio::time::timeout(Duration::from_millis(100), spy.next()).await
+    {
+        seen.push(String::from_utf8_lossy(&request.payload).into_owned());
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_takes_one_pull_request_whether_messages_are_ready_or_awaited() {
+    use syncflow::connector::{Batch, Read, Source};
+    if !require("nats") {
+        return;
+    }
+    let client = async_nats::connect(NATS).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let (input, in_subject) = fresh_stream(&js, "sf_onepull").await;
+    let mut config = source_config(&input, "onepull");
+    config.max_wait = Some(Duration::from_millis(300));
+    let mut source = NatsSource::<Order>::connect(&config, syncflow::connector::serde_decode)
+        .await
+        .unwrap();
+    let mut spy = client
+        .subscribe(format!("$JS.API.CONSUMER.MSG.NEXT.{input}.onepull"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let subject = format!("{in_subject}.new");
+    let mut batch = Batch::default();
+
+    // Ready messages: one request, answered at once.
+    publish_orders(&js, &subject, 1..=5).await;
+    let started = std::time::Instant::now();
+    let read = source.read(&mut batch, 100).await.unwrap();
+    assert!(
+        matches!(read, Read::Batch(ref ack) if ack.len() == 5),
+        "{read:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    let seen = requests_seen(&mut spy).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains(r#""no_wait":true"#) && seen[0].contains(r#""expires":300000000"#),
+        "{seen:?}"
+    );
+
+    // Nothing ready, then three messages: the same single request waits
+    // for the first and brings it at once.
+    batch.clear();
+    let publisher = {
+        let js = js.clone();
+        let subject = subject.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            publish_orders(&js, &subject, 6..=8).await;
+        })
+    };
+    let started = std::time::Instant::now();
+    let read = source.read(&mut batch, 100).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        matches!(read, Read::Batch(ref ack) if !ack.is_empty()),
+        "{read:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(60) && waited < Duration::from_millis(250),
+        "{waited:?}"
+    );
+    publisher.await.unwrap();
+    assert_eq!(requests_seen(&mut spy).await.len(), 1);
+    // Whatever the first read left comes with the next request.
+    let mut got: Vec<u64> = batch.iter().map(|(p, _, _)| p).collect();
+    while got.len() < 3 {
+        batch.clear();
+        if let Read::Batch(_) = source.read(&mut batch, 100).await.unwrap() {
+            got.extend(batch.iter().map(|(p, _, _)| p));
+        }
+    }
+    assert_eq!(got, vec![6, 7, 8], "stream sequence numbers");
+    requests_seen(&mut spy).await;
+
+    // Nothing at all: idle after max_wait, still one request.
+    batch.clear();
+    let started = std::time::Instant::now();
+    let read = source.read(&mut batch, 100).await.unwrap();
+    let waited = started.elapsed();
+    assert!(matches!(read, Read::Idle), "{read:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(600),
+        "{waited:?}"
+    );
+    assert_eq!(requests_seen(&mut spy).await.len(), 1);
+    delete_streams(&js, &[&input]).await;
+}

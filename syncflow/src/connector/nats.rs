@@ -120,7 +120,7 @@ pub struct NatsSourceConfig {
     #[schemars(range(min = 1))]
     pub batch_size: Option<usize>,
     /// How long a pull waits for a message before the source reports that
-    /// nothing arrived (default `200ms`).
+    /// nothing arrived (default `200ms`, at least `1ms`).
     #[serde(default, with = "crate::policy::duration::option")]
     #[schemars(with = "Option<String>")]
     pub max_wait: Option<Duration>,
@@ -296,8 +296,11 @@ pub(crate) async fn connect_client(
 /// Reads a JetStream stream through a durable pull consumer.
 ///
 /// Each `read` pulls what the consumer has ready, up to the batch size; if
-/// nothing is ready it waits up to `max_wait` for a first message and then
-/// returns [`Read::Idle`]. A record's position is the message's stream
+/// nothing is ready it waits up to `max_wait` for a first message, returns
+/// it with whatever arrived along with it, or returns [`Read::Idle`]. Both
+/// take one pull request (`no_wait` with an expiry: the server answers at
+/// once with what is ready, or waits for the first message); on a server
+/// that does not wait on such a request, the wait takes a second request. A record's position is the message's stream
 /// sequence number; its raw bytes are the payload. Messages are
 /// acknowledged to the server only once the runtime acknowledged them.
 ///
@@ -326,6 +329,13 @@ pub struct NatsSource<T> {
     subscription: Subscriber,
     /// The number of the last pull request sent.
     request: u64,
+    /// Whether the server waits for a first message on a request that asks
+    /// for what is ready without waiting *and* has an expiry
+    /// ([`Pull::ReadyOrFirst`]); cleared when it answers such a request at
+    /// once with nothing, as servers do where "no wait" overrides the
+    /// expiry (the source then waits in two requests, [`Pull::Wait`] and
+    /// [`Pull::Ready`]).
+    ready_or_first: bool,
     batch_size: usize,
     max_wait: Duration,
     decode: DecodeFn<T>,
@@ -539,8 +549,13 @@ impl<T: Send + 'static> NatsSource<T> {
             inbox,
             subscription,
             request: 0,
+            ready_or_first: true,
             batch_size,
-            max_wait: config.max_wait.unwrap_or(DEFAULT_MAX_WAIT),
+            // A pull request with no expiry would never end: 1 ms at least.
+            max_wait: config
+                .max_wait
+                .unwrap_or(DEFAULT_MAX_WAIT)
+                .max(Duration::from_millis(1)),
             decode,
             request_body: Vec::with_capacity(64),
         })
@@ -550,19 +565,24 @@ impl<T: Send + 'static> NatsSource<T> {
     async fn pull(
         &mut self,
         batch: usize,
-        expires: Option<Duration>,
+        pull: Pull,
     ) -> Result<Subject, async_nats::PublishError> {
         use std::io::Write as _;
         self.request += 1;
         let reply = Subject::from(format!("{}.{}", self.inbox, self.request));
         self.request_body.clear();
-        let _ = match expires {
-            Some(expires) => write!(
+        let _ = match pull {
+            Pull::Ready => write!(self.request_body, r#"{{"batch":{batch},"no_wait":true}}"#),
+            Pull::Wait(expires) => write!(
                 self.request_body,
                 r#"{{"batch":{batch},"expires":{}}}"#,
                 expires.as_nanos()
             ),
-            None => write!(self.request_body, r#"{{"batch":{batch},"no_wait":true}}"#),
+            Pull::ReadyOrFirst(expires) => write!(
+                self.request_body,
+                r#"{{"batch":{batch},"expires":{},"no_wait":true}}"#,
+                expires.as_nanos()
+            ),
         };
         self.client
             .publish_with_reply(
@@ -668,25 +688,44 @@ impl<T: Send + 'static> NatsSource<T> {
         )
     }
 
-    /// One pull request without waiting: takes what the consumer has ready.
-    async fn fetch_ready(
+    /// One pull request that ends once the consumer has nothing more ready
+    /// (`Pull::Ready`, `Pull::ReadyOrFirst`): takes what it delivers.
+    async fn fetch(
         &mut self,
         want: usize,
+        pull: Pull,
         batch: &mut Batch<T>,
         acks: &mut Vec<Subject>,
     ) -> Result<PullEnd, ConnectorError> {
-        let reply = match self.pull(want, None).await {
+        let reply = match self.pull(want, pull).await {
             Ok(reply) => reply,
             Err(e) => return Ok(PullEnd::Error(e.to_string())),
         };
-        let end = self
-            .receive(&reply, want, FETCH_PATIENCE, batch, acks)
-            .await;
+        let patience = match pull {
+            Pull::Ready => FETCH_PATIENCE,
+            Pull::Wait(expires) | Pull::ReadyOrFirst(expires) => expires + EXPIRY_GRACE,
+        };
+        let end = self.receive(&reply, want, patience, batch, acks).await;
         match end {
             PullEnd::Fatal(_) => Err(self.fail(end)),
             end => Ok(end),
         }
     }
+}
+
+/// What a pull request asks the server for.
+#[derive(Debug, Clone, Copy)]
+enum Pull {
+    /// What the consumer has ready, without waiting (`no_wait`); ends with
+    /// a 404 or 408 status once nothing more is ready.
+    Ready,
+    /// Messages as they arrive until the batch is full or the request
+    /// expires (`expires`).
+    Wait(Duration),
+    /// What the consumer has ready; if nothing is, the first message to
+    /// arrive within the expiry and what is ready with it (`no_wait` and
+    /// `expires`, nats-server 2.9 and later); ends with a 408 status.
+    ReadyOrFirst(Duration),
 }
 
 /// How a pull request ended.
@@ -840,15 +879,35 @@ impl<T: Send + 'static> Source for NatsSource<T> {
         let mut acks = Vec::with_capacity(want);
         self.take_buffered(want, batch, &mut acks);
         let mut end = PullEnd::Complete;
-        if acks.len() < want {
+        if acks.is_empty() && self.ready_or_first {
+            // One request: what is ready, or else the first message to
+            // arrive within max_wait with whatever came along with it.
+            let asked = Instant::now();
             end = self
-                .fetch_ready(want - acks.len(), batch, &mut acks)
+                .fetch(want, Pull::ReadyOrFirst(self.max_wait), batch, &mut acks)
+                .await?;
+            if acks.is_empty()
+                && matches!(end, PullEnd::Drained)
+                && asked.elapsed() < self.max_wait / 2
+            {
+                // The server did not wait: "no wait" overrides the expiry
+                // there. Wait in two requests from now on.
+                self.ready_or_first = false;
+                tracing::debug!(
+                    connector = CONNECTOR,
+                    target = %self.target,
+                    "the server answers a waiting no-wait pull at once; waiting with a separate request"
+                );
+            }
+        } else if acks.len() < want {
+            end = self
+                .fetch(want - acks.len(), Pull::Ready, batch, &mut acks)
                 .await?;
         }
-        if acks.is_empty() && matches!(end, PullEnd::Drained) {
+        if acks.is_empty() && matches!(end, PullEnd::Drained) && !self.ready_or_first {
             // Nothing ready: wait up to max_wait for one message, then take
             // whatever else arrived meanwhile.
-            let reply = match self.pull(1, Some(self.max_wait)).await {
+            let reply = match self.pull(1, Pull::Wait(self.max_wait)).await {
                 Ok(reply) => reply,
                 Err(e) => {
                     self.outage.failed_quietly("send a pull request", &e);
@@ -861,7 +920,7 @@ impl<T: Send + 'static> Source for NatsSource<T> {
                 return Err(self.fail(end));
             }
             if acks.len() == 1 && want > 1 {
-                end = self.fetch_ready(want - 1, batch, &mut acks).await?;
+                end = self.fetch(want - 1, Pull::Ready, batch, &mut acks).await?;
             }
         }
         match end {
