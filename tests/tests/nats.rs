@@ -109,6 +109,20 @@ async fn fresh_stream(js: &jetstream::Context, prefix: &str) -> (String, String)
     (name, subject)
 }
 
+/// Publishes orders `ids` to `subject` after `delay_ms`, in a task.
+fn publish_later(
+    js: &jetstream::Context,
+    subject: String,
+    delay_ms: u64,
+    ids: std::ops::RangeInclusive<u64>,
+) -> tokio::task::JoinHandle<()> {
+    let js = js.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        publish_orders(&js, &subject, ids).await;
+    })
+}
+
 async fn publish_orders(js: &jetstream::Context, subject: &str, ids: impl Iterator<Item = u64>) {
     let mut acks = Vec::new();
     for id in ids {
@@ -761,14 +775,7 @@ async fn a_read_returns_what_is_ready_at_once_and_idles_within_max_wait() {
         "{waited:?}"
     );
     // A message arriving during the wait is returned at once.
-    let publisher = {
-        let js = js.clone();
-        let subject = format!("{in_subject}.new");
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            publish_orders(&js, &subject, 6..=6).await;
-        })
-    };
+    let publisher = publish_later(&js, format!("{in_subject}.new"), 50, 6..=6);
     let started = std::time::Instant::now();
     let read = source.read(&mut batch, 100).await.unwrap();
     assert!(
@@ -840,14 +847,7 @@ async fn a_read_takes_one_pull_request_whether_messages_are_ready_or_awaited() {
     // Nothing ready, then three messages: the same single request waits
     // for the first and brings it at once.
     batch.clear();
-    let publisher = {
-        let js = js.clone();
-        let subject = subject.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(80)).await;
-            publish_orders(&js, &subject, 6..=8).await;
-        })
-    };
+    let publisher = publish_later(&js, subject.clone(), 80, 6..=8);
     let started = std::time::Instant::now();
     let read = source.read(&mut batch, 100).await.unwrap();
     let waited = started.elapsed();
